@@ -1,0 +1,70 @@
+# closedloop — `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+UV_VERSION   := 0.13.9
+PYTHON312    ?= $(shell python3 src/closedloop/devtools/find_python.py 2>/dev/null)
+TOOLS        := .tools
+UV           := $(TOOLS)/bin/uv
+VENV         := .venv
+VENV_SERVING := .venv-serving
+PY           := $(VENV)/bin/python
+PYTEST_ARGS  ?=
+
+.PHONY: help install lock lint format test test-fast compile wheel clean s3-up s3-down
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(UV):
+	@if [ -z "$(PYTHON312)" ]; then python3 src/closedloop/devtools/find_python.py >/dev/null || \
+	  echo "error: python3 is needed to look for Python 3.12 (or run: make PYTHON312=/path/to/python3.12 install)" >&2; exit 1; fi
+	"$(PYTHON312)" -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+# Each environment is synced to its lock file exactly, then the project is installed
+# into it (editable, no dependency resolution). Re-running is cheap and safe.
+$(VENV)/.synced: $(UV) requirements/dev.lock pyproject.toml
+	$(UV) venv --quiet --allow-existing --python "$(PYTHON312)" $(VENV)
+	$(UV) pip sync --quiet --python $(VENV)/bin/python requirements/dev.lock
+	$(UV) pip install --quiet --python $(VENV)/bin/python --no-deps -e .
+	@touch $@
+
+$(VENV_SERVING)/.synced: $(UV) requirements/serving.lock pyproject.toml
+	$(UV) venv --quiet --allow-existing --python "$(PYTHON312)" $(VENV_SERVING)
+	$(UV) pip sync --quiet --python $(VENV_SERVING)/bin/python requirements/serving.lock
+	$(UV) pip install --quiet --python $(VENV_SERVING)/bin/python --no-deps -e .
+	@touch $@
+
+install: $(VENV)/.synced $(VENV_SERVING)/.synced ## Create/update .venv and .venv-serving (Python 3.12, pinned)
+	@echo "ready: $(VENV) (pipelines, dev) and $(VENV_SERVING) (seldon-core)"
+
+lock: $(UV) ## Re-resolve the pinned lock files from pyproject.toml
+	$(UV) pip compile --quiet --python "$(PYTHON312)" pyproject.toml --extra pipelines --extra dev -o requirements/dev.lock
+	$(UV) pip compile --quiet --python "$(PYTHON312)" pyproject.toml --extra serving -o requirements/serving.lock
+
+lint: install ## ruff check + ruff format --check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: install ## Apply ruff's fixes and formatting
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: lint ## Lint, then the whole test suite (starts real SeaweedFS, servers, kfp.local)
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-fast: install ## Only the tests not marked slow
+	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
+
+wheel: install ## Build the wheel into dist/
+	$(VENV)/bin/python -m build --wheel --outdir dist .
+
+s3-up: install ## Start the local S3 store (SeaweedFS) in the background
+	$(VENV)/bin/closedloop s3 up
+
+s3-down: install ## Stop the local S3 store
+	$(VENV)/bin/closedloop s3 down
+
+clean: ## Remove environments, build output and local state
+	rm -rf $(TOOLS) $(VENV) $(VENV_SERVING) build dist .pytest_cache .ruff_cache .closedloop src/*.egg-info

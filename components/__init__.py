@@ -1,0 +1,1 @@
+"""Reusable KFP components, one folder per component: ``<category>/<name>/component.py``."""

@@ -1,0 +1,1 @@
+"""Pipelines composed from the components, found by name in :mod:`closedloop.pipelines.registry`."""

@@ -1,0 +1,24 @@
+"""The ``closedloop`` command line."""
+
+from __future__ import annotations
+
+import typer
+
+from closedloop.cli.s3 import app as s3_app
+
+app = typer.Typer(
+    name="closedloop",
+    help="KFP components, Seldon serving and drift-triggered retraining for tabular models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(s3_app, name="s3")
+
+
+@app.command()
+def version() -> None:
+    """Print the installed closedloop version."""
+    from closedloop import __version__
+
+    typer.echo(__version__)
