@@ -286,6 +286,8 @@ class LocalS3:
             f"-s3.config={identities}",
             "-metricsPort=0",
             "-master.volumeSizeLimitMB=64",
+            # One master, no peers: no reason to wait 10 s for an election after a restart.
+            "-master.electionTimeout=1s",
             "-volume.max=0",
             "-volume.preStopSeconds=0",
         ]
