@@ -10,8 +10,10 @@ VENV         := .venv
 VENV_SERVING := .venv-serving
 PY           := $(VENV)/bin/python
 PYTEST_ARGS  ?=
+IMAGE_REGISTRY ?= ghcr.io/closedloop
+IMAGE_TAG      ?= 0.1.0
 
-.PHONY: help install lock lint format test test-fast compile wheel clean s3-up s3-down
+.PHONY: help install lock lint format test test-fast test-k8s compile manifests images wheel clean s3-up s3-down
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -56,6 +58,17 @@ test: lint ## Lint, then the whole test suite (starts real SeaweedFS, servers, k
 
 test-fast: install ## Only the tests not marked slow
 	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
+
+test-k8s: install ## Only the offline Kubernetes checks (kustomize, schemas, PSS, hadolint)
+	$(VENV)/bin/pytest tests/k8s -q $(PYTEST_ARGS)
+
+manifests: install ## Regenerate manifests/base/seldondeployment.yaml from the typed builder
+	$(VENV)/bin/python -m closedloop.deploy.seldon > manifests/base/seldondeployment.yaml
+
+images: ## Build the three images (needs a Docker engine; not available on every machine)
+	for n in component serving monitor; do \
+	  docker build -f images/$$n/Dockerfile -t $(IMAGE_REGISTRY)/closedloop-$$n:$(IMAGE_TAG) . || exit 1; \
+	done
 
 wheel: install ## Build the wheel into dist/
 	$(VENV)/bin/python -m build --wheel --outdir dist .
