@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from closedloop.cli import run as run_commands
 from closedloop.cli.s3 import app as s3_app
 
 app = typer.Typer(
@@ -14,6 +15,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(s3_app, name="s3")
+run_commands.register(app)
 
 
 @app.command()

@@ -1,0 +1,96 @@
+"""Gate: the challenger against the current champion on the same holdout."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Model, Output
+
+from closedloop.images import COMPONENT_IMAGE
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
+def gate_model(
+    model: Input[Model],
+    holdout: Input[Dataset],
+    schema: Input[Artifact],
+    registry_uri: str,
+    model_name: str,
+    verdict: Output[Markdown],
+    primary_metric: str = "roc_auc",
+    min_primary_metric: float = 0.7,
+    min_improvement: float = 0.0,
+    alpha: float = 0.05,
+    bootstrap_rounds: int = 500,
+    first_model: str = "accept_if_thresholds",
+    seed: int = 0,
+) -> NamedTuple("GateOutputs", decision=str, passed=bool, reason=str, champion_version=str):
+    """Decide whether the challenger may replace the champion.
+
+    Absolute threshold first, then the minimum improvement over the champion, then a
+    one-sided paired bootstrap over holdout rows of the metric difference.
+
+    Args:
+        model: The challenger pipeline.
+        holdout: Rows neither model was trained on by this run.
+        schema: The challenger's input schema.
+        registry_uri: The model registry (``s3://bucket/prefix``).
+        model_name: Registered model name.
+        verdict: The decision and its reason as Markdown.
+        primary_metric: The compared metric (e.g. ``roc_auc``, ``f1``, ``rmse``).
+        min_primary_metric: Absolute floor (ceiling for error metrics) of the primary metric.
+        min_improvement: Improvement over the champion the challenger must exceed.
+        alpha: Significance level of the bootstrap test.
+        bootstrap_rounds: Paired bootstrap resamples.
+        first_model: Without a champion: ``accept_if_thresholds`` or ``reject``.
+        seed: Bootstrap seed.
+
+    Returns:
+        decision (``promote`` or ``reject``, the string a ``dsl.If`` tests), passed, a
+        one-sentence reason, and the champion's version ("" if none).
+    """
+    import tempfile
+    from collections import namedtuple
+
+    from closedloop.components._runtime import load_joblib, read_frame, read_schema, write_text
+
+    from closedloop.ml.gate import GatePolicy, gate
+    from closedloop.ml.schema import InputSchema
+    from closedloop.ml.train import encode_target, predict_scores
+    from closedloop.registry import Registry
+    from closedloop.registry.layout import MODEL_FILE, SCHEMA_FILE
+    from closedloop.storage import Store
+
+    spec = read_schema(schema.path)
+    rows = read_frame(holdout.path)
+    challenger = predict_scores(load_joblib(model.path), rows, spec)
+    registry = Registry(Store(), registry_uri)
+    pointer = registry.champion(model_name)
+    champion_scores = None
+    if pointer is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            local = registry.fetch(model_name, pointer.version, tmp)
+            champion_schema = InputSchema.from_json((local.path / SCHEMA_FILE).read_text())
+            champion_scores = predict_scores(
+                load_joblib(str(local.path / MODEL_FILE)), rows, champion_schema
+            )
+    policy = GatePolicy(
+        min_metric={primary_metric: min_primary_metric},
+        primary_metric=primary_metric,
+        min_improvement=min_improvement,
+        bootstrap_rounds=bootstrap_rounds,
+        alpha=alpha,
+        first_model=first_model,  # type: ignore[arg-type]
+        seed=seed,
+    )
+    decision = gate(policy, encode_target(rows[spec.target], spec), challenger, champion_scores)
+    champion_version = pointer.version if pointer else ""
+    title = f"# Gate: challenger vs champion {champion_version or '(none)'}\n\n"
+    write_text(title + decision.to_markdown(), verdict)
+    print(f"gate {'PASSED' if decision.passed else 'REJECTED'}: {decision.reason}")
+    outputs = namedtuple("GateOutputs", ["decision", "passed", "reason", "champion_version"])
+    return outputs(
+        "promote" if decision.passed else "reject",
+        decision.passed,
+        decision.reason,
+        champion_version,
+    )
