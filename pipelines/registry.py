@@ -18,11 +18,15 @@ class UnknownPipelineError(ClosedLoopError, KeyError):
 def pipelines() -> dict[str, Callable[..., Any]]:
     """Return every registered pipeline by name (imported on first call: kfp is heavy)."""
     from closedloop.pipelines.ablation import feature_ablation_pipeline
+    from closedloop.pipelines.batch_inference import batch_inference_pipeline
+    from closedloop.pipelines.retraining import retraining_pipeline
     from closedloop.pipelines.training import training_pipeline
 
     return {
         "training": training_pipeline,
+        "retraining": retraining_pipeline,
         "feature-ablation": feature_ablation_pipeline,
+        "batch-inference": batch_inference_pipeline,
     }
 
 

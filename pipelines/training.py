@@ -17,64 +17,45 @@ from closedloop.components.training.train_candidate.component import train_candi
 from closedloop.components.training.train_model.component import train_model
 from closedloop.pipelines._cluster import network_bound, side_effect
 from kfp import dsl
+from kfp.dsl.pipeline_channel import PipelineChannel
 
 
-@dsl.pipeline(
-    name="closedloop-training",
-    description="Ingest, validate, clean, split, engineer features, tune N candidates in parallel, "
-    "evaluate, explain, fit a drift detector, gate against the champion, register, promote.",
-)
-def training_pipeline(
-    data_uri: str,
-    target: str = "is_fraud",
-    model_name: str = "fraud",
-    registry_uri: str = "s3://closedloop/registry",
-    schema_uri: str = "",
-    n_candidates: int = 4,
-    model_kinds: str = "xgboost,random_forest,logistic_regression",
-    split_strategy: str = "stratified",
-    time_column: str = "",
-    test_size: float = 0.2,
-    engineer: bool = True,
-    max_missing_rate: float = 0.2,
-    max_duplicate_rate: float = 0.05,
-    primary_metric: str = "roc_auc",
-    min_primary_metric: float = 0.7,
-    min_improvement: float = 0.0,
-    seed: int = 0,
-):
-    """Train, gate and register a tabular model.
+def train_gate_register(
+    dataset: PipelineChannel,
+    *,
+    target: str,
+    model_name: str,
+    registry_uri: str,
+    schema_uri: str,
+    n_candidates: int,
+    model_kinds: str,
+    split_strategy: str,
+    time_column: str,
+    test_size: float,
+    engineer: bool,
+    max_missing_rate: float,
+    max_duplicate_rate: float,
+    primary_metric: str,
+    min_primary_metric: float,
+    min_improvement: float,
+    seed: int,
+) -> dsl.PipelineTask:
+    """Add every step after ingestion to the pipeline being defined; return the promote task.
 
-    Args:
-        data_uri: Raw data: ``s3://`` file or prefix of partitions, CSV or Parquet.
-        target: The label column.
-        model_name: Registered model name.
-        registry_uri: The model registry (``s3://bucket/prefix``).
-        schema_uri: A schema to validate against (e.g. the champion's); empty to infer.
-        n_candidates: Candidate configurations trained in parallel.
-        model_kinds: Comma-separated model kinds to search over.
-        split_strategy: ``stratified`` or ``time``.
-        time_column: The ordering column for a time split.
-        test_size: Share of rows held out for evaluation and the gate.
-        engineer: Add engineered features.
-        max_missing_rate: Validation: highest missing share in any column.
-        max_duplicate_rate: Validation: highest duplicate-row share.
-        primary_metric: The gate's metric.
-        min_primary_metric: The gate's absolute threshold.
-        min_improvement: Improvement over the champion required.
-        seed: Seed of every random choice.
+    The training and the retraining pipelines share this, so a retrained model goes
+    through exactly the same validation, cleaning, features, tuning, evaluation,
+    gate and registration as the first one.
     """
-    raw = network_bound(ingest_data(source_uri=data_uri))
     checked = network_bound(
         validate_data(
-            dataset=raw.outputs["dataset"],
+            dataset=dataset,
             target=target,
             schema_uri=schema_uri,
             max_missing_rate=max_missing_rate,
             max_duplicate_rate=max_duplicate_rate,
         )
     )
-    cleaned = clean_data(dataset=raw.outputs["dataset"], schema=checked.outputs["schema"])
+    cleaned = clean_data(dataset=dataset, schema=checked.outputs["schema"])
     split = split_data(
         dataset=cleaned.outputs["cleaned"],
         target=target,
@@ -128,7 +109,7 @@ def training_pipeline(
             reference=detector.outputs["reference"],
             evaluation=evaluated.outputs["evaluation"],
             explanation=explained.outputs["explanation"],
-            dataset=raw.outputs["dataset"],
+            dataset=dataset,
             registry_uri=registry_uri,
             model_name=model_name,
             config=best.outputs["Output"],
@@ -141,7 +122,7 @@ def training_pipeline(
         )
     )
     with dsl.If(gated.outputs["decision"] == "promote", name="gate-passed"):
-        side_effect(
+        promoted = side_effect(
             promote_model(
                 registry_uri=registry_uri,
                 model_name=model_name,
@@ -149,3 +130,71 @@ def training_pipeline(
                 reason=gated.outputs["reason"],
             )
         )
+    return promoted
+
+
+@dsl.pipeline(
+    name="closedloop-training",
+    description="Ingest, validate, clean, split, engineer features, tune N candidates in parallel, "
+    "evaluate, explain, fit a drift detector, gate against the champion, register, promote.",
+)
+def training_pipeline(
+    data_uri: str,
+    target: str = "is_fraud",
+    model_name: str = "fraud",
+    registry_uri: str = "s3://closedloop/registry",
+    schema_uri: str = "",
+    n_candidates: int = 4,
+    model_kinds: str = "xgboost,random_forest,logistic_regression",
+    split_strategy: str = "stratified",
+    time_column: str = "",
+    test_size: float = 0.2,
+    engineer: bool = True,
+    max_missing_rate: float = 0.2,
+    max_duplicate_rate: float = 0.05,
+    primary_metric: str = "roc_auc",
+    min_primary_metric: float = 0.7,
+    min_improvement: float = 0.0,
+    seed: int = 0,
+):
+    """Train, gate and register a tabular model.
+
+    Args:
+        data_uri: Raw data: ``s3://`` file or prefix of partitions, CSV or Parquet.
+        target: The label column.
+        model_name: Registered model name.
+        registry_uri: The model registry (``s3://bucket/prefix``).
+        schema_uri: A schema to validate against (e.g. the champion's); empty to infer.
+        n_candidates: Candidate configurations trained in parallel.
+        model_kinds: Comma-separated model kinds to search over.
+        split_strategy: ``stratified`` or ``time``.
+        time_column: The ordering column for a time split.
+        test_size: Share of rows held out for evaluation and the gate.
+        engineer: Add engineered features.
+        max_missing_rate: Validation: highest missing share in any column.
+        max_duplicate_rate: Validation: highest duplicate-row share.
+        primary_metric: The gate's metric.
+        min_primary_metric: The gate's absolute threshold.
+        min_improvement: Improvement over the champion required.
+        seed: Seed of every random choice.
+    """
+    raw = network_bound(ingest_data(source_uri=data_uri))
+    train_gate_register(
+        raw.outputs["dataset"],
+        target=target,
+        model_name=model_name,
+        registry_uri=registry_uri,
+        schema_uri=schema_uri,
+        n_candidates=n_candidates,
+        model_kinds=model_kinds,
+        split_strategy=split_strategy,
+        time_column=time_column,
+        test_size=test_size,
+        engineer=engineer,
+        max_missing_rate=max_missing_rate,
+        max_duplicate_rate=max_duplicate_rate,
+        primary_metric=primary_metric,
+        min_primary_metric=min_primary_metric,
+        min_improvement=min_improvement,
+        seed=seed,
+    )

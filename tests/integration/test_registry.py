@@ -76,6 +76,11 @@ def test_tampered_file_is_refused(registry: Registry, tmp_path: Path) -> None:
     with pytest.raises(IntegrityError, match=r"model\.joblib has sha256 .* refusing to load"):
         registry.fetch("fraud", "v1", tmp_path / "dst")
     assert not (tmp_path / "dst" / "model.joblib").exists()
+    with pytest.raises(IntegrityError, match="does not match its manifest digest"):
+        registry.read_file("fraud", "v1", "model.joblib")
+    assert registry.read_file("fraud", "v1", "schema.json") == b'{"columns": []}'
+    with pytest.raises(IntegrityError, match="has no file"):
+        registry.read_file("fraud", "v1", "nope.txt")
 
 
 def test_crash_before_manifest_leaves_no_visible_version(

@@ -10,8 +10,8 @@ from rich.console import Console
 
 from closedloop.errors import ClosedLoopError
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def one_line_errors[**P, R](func: Callable[P, R]) -> Callable[P, R]:

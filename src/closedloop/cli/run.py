@@ -142,7 +142,7 @@ def register(app: typer.Typer) -> None:
             f"[green]{pipeline} finished[/] in {time.monotonic() - started:.0f}s; log: {run.log_file}"
         )
         defaults = {k: d for k, (_, d) in known.items() if d is not None}
-        _print_outcome({**defaults, **arguments}, run.root, run.log_file)
+        _print_outcome(pipeline, {**defaults, **arguments}, run.root, run.log_file)
 
     @data_app.command("generate")
     @one_line_errors
@@ -197,7 +197,7 @@ def register(app: typer.Typer) -> None:
         console.print(f"wrote {len(frame)} rows to {out}")
 
 
-def _print_outcome(arguments: dict[str, Any], root: Path, log_file: Path) -> None:
+def _print_outcome(pipeline: str, arguments: dict[str, Any], root: Path, log_file: Path) -> None:
     """Say which version was registered, whether it was promoted, and where the reports are."""
     reports = sorted(
         p
@@ -213,7 +213,7 @@ def _print_outcome(arguments: dict[str, Any], root: Path, log_file: Path) -> Non
         if path.stat().st_mtime >= log_file.stat().st_ctime - 1:
             console.print(f"  report {key}: {path}")
     registry_uri, model_name = arguments.get("registry_uri"), arguments.get("model_name")
-    if registry_uri is None or model_name is None:
+    if pipeline not in ("training", "retraining") or registry_uri is None or model_name is None:
         return
     from closedloop.registry import Registry
     from closedloop.storage import Store

@@ -32,6 +32,7 @@ from closedloop.storage import (
     ObjectNotFoundError,
     Store,
     join_uri,
+    sha256_bytes,
     sha256_file,
 )
 
@@ -232,6 +233,30 @@ class Registry:
                 f"{model_name} has no champion yet in {self.root}: train and promote a first version"
             )
         return pointer.version
+
+    def read_file(self, model_name: str, version: str, path: str) -> bytes:
+        """Return one file of a version, verified against the manifest.
+
+        Raises:
+            IntegrityError: The file is not in the manifest, missing, or its digest differs.
+        """
+        manifest = self.manifest(model_name, version)
+        try:
+            entry = manifest.file(path)
+        except KeyError as exc:
+            raise IntegrityError(f"{model_name} {manifest.version} has no file {path!r}") from exc
+        uri = self._model(model_name, "versions", manifest.version, path)
+        try:
+            data = self.store.read_bytes(uri)
+        except ObjectNotFoundError as exc:
+            raise IntegrityError(
+                f"{model_name} {manifest.version}: {path} is listed in the manifest but missing"
+            ) from exc
+        if sha256_bytes(data) != entry.sha256:
+            raise IntegrityError(
+                f"{model_name} {manifest.version}: {path} does not match its manifest digest; refusing to use it"
+            )
+        return data
 
     def fetch(self, model_name: str, version: str, dest: str | os.PathLike[str]) -> LocalVersion:
         """Download a version into *dest* and verify every file against the manifest.

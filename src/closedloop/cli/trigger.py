@@ -1,0 +1,139 @@
+"""``closedloop trigger serve``: the retrain trigger for every sidecar and replica."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from closedloop import config
+from closedloop.cli._common import one_line_errors
+from closedloop.cli.sidecar import exit_on_sigterm
+
+app = typer.Typer(
+    help="Run the retrain trigger (drift CloudEvents in, retraining runs out).",
+    no_args_is_help=True,
+)
+
+
+def register(root: typer.Typer) -> None:
+    """Add the ``trigger`` command group to *root*."""
+    root.add_typer(app, name="trigger")
+
+
+def _pipeline_arguments(values: list[str]) -> dict[str, str]:
+    arguments = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{item!r}: use key=value", param_hint="--pipeline-arg")
+        arguments[key] = value
+    return arguments
+
+
+@app.command()
+@one_line_errors
+def serve(
+    policy: Annotated[Path, typer.Option(help="Drift policy JSON (see closedloop.drift.policy).")],
+    registry_uri: Annotated[
+        str, typer.Option(help="Model registry root, passed to the pipeline as registry_uri.")
+    ],
+    state_uri: Annotated[
+        str,
+        typer.Option(
+            help="Root of the trigger's state and audit trail, e.g. s3://closedloop/trigger."
+        ),
+    ],
+    backend: Annotated[
+        str,
+        typer.Option(help="Where runs execute: 'kfp' (Kubeflow Pipelines) or 'local' (kfp.local)."),
+    ] = "local",
+    pipeline: Annotated[
+        str,
+        typer.Option(
+            help="Registered pipeline name; kfp: or a compiled YAML path; local: or module:function."
+        ),
+    ] = "retraining",
+    host: Annotated[str, typer.Option(help="Interface for drift CloudEvents.")] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(help="Port for drift CloudEvents (0: a free one).", min=0, max=65535)
+    ] = 8090,
+    metrics_host: Annotated[
+        str, typer.Option(help="Interface for /healthz and /metrics.")
+    ] = "127.0.0.1",
+    metrics_port: Annotated[
+        int, typer.Option(help="Port for /healthz and /metrics (0: a free one).", min=0, max=65535)
+    ] = 9103,
+    kfp_host: Annotated[
+        str | None, typer.Option(help="KFP API endpoint [default: $KF_PIPELINES_ENDPOINT].")
+    ] = None,
+    experiment: Annotated[
+        str, typer.Option(help="KFP experiment of the runs.")
+    ] = "closedloop-retraining",
+    kfp_namespace: Annotated[
+        str | None, typer.Option(help="User namespace in multi-user Kubeflow.")
+    ] = None,
+    local_root: Annotated[
+        Path | None,
+        typer.Option(help="Artifacts of kfp.local runs [default: $CLOSEDLOOP_HOME/trigger/runs]."),
+    ] = None,
+    pipeline_arg: Annotated[
+        list[str] | None, typer.Option(help="Fixed pipeline argument key=value (repeatable).")
+    ] = None,
+    replica_id: Annotated[
+        str | None,
+        typer.Option(help="Id of this trigger in records [default: $POD_NAME or host name]."),
+    ] = None,
+    retry_initial_seconds: Annotated[
+        float,
+        typer.Option(help="First delay before re-submitting to a backend that is down.", min=0.01),
+    ] = 1.0,
+    retry_max_seconds: Annotated[
+        float, typer.Option(help="Largest delay between submission attempts.", min=0.01)
+    ] = 60.0,
+    reconcile_seconds: Annotated[
+        float, typer.Option(help="How often pending and running runs are looked at.", min=0.05)
+    ] = 2.0,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Decide drift alarms against the policy and start retraining runs."""
+    from closedloop.trigger.app import TriggerOptions, run_trigger
+    from closedloop.trigger.service import TriggerSettings
+
+    if backend not in ("kfp", "local"):
+        raise typer.BadParameter(f"{backend!r}: use 'kfp' or 'local'", param_hint="--backend")
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
+    settings = TriggerSettings(
+        state_uri=state_uri,
+        registry_uri=registry_uri,
+        replica=replica_id or os.environ.get("POD_NAME") or socket.gethostname(),
+        pipeline_arguments=_pipeline_arguments(pipeline_arg or []),
+        reconcile_seconds=reconcile_seconds,
+        retry_initial_seconds=retry_initial_seconds,
+        retry_max_seconds=retry_max_seconds,
+    )
+    run_trigger(
+        TriggerOptions(
+            host=host,
+            port=port,
+            metrics_host=metrics_host,
+            metrics_port=metrics_port,
+            policy_path=policy,
+            backend=backend,  # type: ignore[arg-type]
+            pipeline=pipeline,
+            kfp_host=kfp_host or os.environ.get("KF_PIPELINES_ENDPOINT"),
+            experiment=experiment,
+            kfp_namespace=kfp_namespace,
+            local_root=local_root or config.home() / "trigger" / "runs",
+            settings=settings,
+            log_level=log_level.lower(),
+        )
+    )
