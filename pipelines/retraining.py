@@ -20,6 +20,7 @@ def retraining_pipeline(
     registry_uri: str = "s3://closedloop/registry",
     target: str = "is_fraud",
     recent_hours: float = 24.0,
+    drift_started_at: float = 0.0,
     max_reference_rows: int = 20000,
     min_recent_rows: int = 500,
     n_candidates: int = 3,
@@ -30,6 +31,8 @@ def retraining_pipeline(
     min_primary_metric: float = 0.7,
     min_improvement: float = 0.0,
     seed: int = 0,
+    deploy_backend: str = "local",
+    deploy_endpoint: str = "",
 ):
     """Retrain on fresh labelled data and promote only through the gate.
 
@@ -42,7 +45,8 @@ def retraining_pipeline(
         model_name: Registered model name.
         registry_uri: The model registry.
         target: The label column.
-        recent_hours: Archive window length.
+        recent_hours: Archive window length (when ``drift_started_at`` is 0).
+        drift_started_at: Unix time the drift began; the trigger passes it. 0: use ``recent_hours``.
         max_reference_rows: Reference rows kept beside the recent ones.
         min_recent_rows: Fewest recent labelled rows to retrain on.
         n_candidates: Candidate configurations trained in parallel.
@@ -53,6 +57,8 @@ def retraining_pipeline(
         min_primary_metric: The gate's absolute threshold.
         min_improvement: Improvement over the champion required.
         seed: Seed of every random choice.
+        deploy_backend: After a passed gate: ``local``, ``kubernetes`` or ``none``.
+        deploy_endpoint: Local backend: a model server URL to verify the swap on.
     """
     assembled = network_bound(
         assemble_training_data(
@@ -60,6 +66,7 @@ def retraining_pipeline(
             archive_uri=archive_uri,
             model_name=model_name,
             recent_hours=recent_hours,
+            drift_started_at=drift_started_at,
             max_reference_rows=max_reference_rows,
             min_recent_rows=min_recent_rows,
             seed=seed,
@@ -83,4 +90,6 @@ def retraining_pipeline(
         min_primary_metric=min_primary_metric,
         min_improvement=min_improvement,
         seed=seed,
+        deploy_backend=deploy_backend,
+        deploy_endpoint=deploy_endpoint,
     )

@@ -5,6 +5,7 @@ from closedloop.components.data_processing.engineer_features.component import en
 from closedloop.components.data_processing.ingest_data.component import ingest_data
 from closedloop.components.data_processing.split_data.component import split_data
 from closedloop.components.data_processing.validate_data.component import validate_data
+from closedloop.components.deployment.deploy_model.component import deploy_model
 from closedloop.components.deployment.promote_model.component import promote_model
 from closedloop.components.deployment.register_model.component import register_model
 from closedloop.components.evaluation.evaluate_model.component import evaluate_model
@@ -39,6 +40,8 @@ def train_gate_register(
     min_primary_metric: float,
     min_improvement: float,
     seed: int,
+    deploy_backend: str,
+    deploy_endpoint: str,
 ) -> dsl.PipelineTask:
     """Add every step after ingestion to the pipeline being defined; return the promote task.
 
@@ -130,6 +133,16 @@ def train_gate_register(
                 reason=gated.outputs["reason"],
             )
         )
+        deployed = side_effect(
+            deploy_model(
+                model_name=model_name,
+                version=registered.output,
+                backend=deploy_backend,
+                registry_uri=registry_uri,
+                endpoint=deploy_endpoint,
+            )
+        )
+        deployed.after(promoted)
     return promoted
 
 
@@ -156,6 +169,8 @@ def training_pipeline(
     min_primary_metric: float = 0.7,
     min_improvement: float = 0.0,
     seed: int = 0,
+    deploy_backend: str = "local",
+    deploy_endpoint: str = "",
 ):
     """Train, gate and register a tabular model.
 
@@ -177,6 +192,8 @@ def training_pipeline(
         min_primary_metric: The gate's absolute threshold.
         min_improvement: Improvement over the champion required.
         seed: Seed of every random choice.
+        deploy_backend: After a passed gate: ``local``, ``kubernetes`` or ``none``.
+        deploy_endpoint: Local backend: a model server URL to verify the swap on.
     """
     raw = network_bound(ingest_data(source_uri=data_uri))
     train_gate_register(
@@ -197,4 +214,6 @@ def training_pipeline(
         min_primary_metric=min_primary_metric,
         min_improvement=min_improvement,
         seed=seed,
+        deploy_backend=deploy_backend,
+        deploy_endpoint=deploy_endpoint,
     )

@@ -13,6 +13,7 @@ def assemble_training_data(
     model_name: str,
     dataset: Output[Dataset],
     recent_hours: float = 24.0,
+    drift_started_at: float = 0.0,
     max_reference_rows: int = 20000,
     min_recent_rows: int = 500,
     seed: int = 0,
@@ -28,7 +29,10 @@ def assemble_training_data(
         archive_uri: The feedback archive root (``s3://bucket/feedback``).
         model_name: Whose feedback to read.
         dataset: The combined rows (Parquet); metadata names both sources and the digest.
-        recent_hours: How far back the archive window reaches.
+        recent_hours: How far back the archive window reaches (when ``drift_started_at`` is 0).
+        drift_started_at: Unix time the drift began (the trigger passes the opening of the
+            first drifted window): only rows from then on are used, so the new model
+            learns the current concept. 0 to use ``recent_hours`` instead.
         max_reference_rows: At most this many reference rows are kept (0: none).
         min_recent_rows: Fail when the window holds fewer labelled rows than this.
         seed: Sampling seed for the reference rows.
@@ -46,12 +50,15 @@ def assemble_training_data(
 
     store = Store()
     reference = ingest(reference_uri, store=store)
-    since = datetime.now(UTC) - timedelta(hours=recent_hours)
+    if drift_started_at > 0:
+        since = datetime.fromtimestamp(drift_started_at, UTC)
+    else:
+        since = datetime.now(UTC) - timedelta(hours=recent_hours)
     recent = read_archive(store, archive_uri, model_name, since=since)
     if len(recent) < min_recent_rows:
         raise ValueError(
             f"the feedback archive {archive_uri} holds {len(recent)} labelled rows for {model_name} "
-            f"in the last {recent_hours:g} h; at least {min_recent_rows} are needed to retrain"
+            f"since {since:%Y-%m-%d %H:%M:%S} UTC; at least {min_recent_rows} are needed to retrain"
         )
     columns = list(reference.frame.columns)
     missing = [c for c in columns if c not in recent.columns]

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from closedloop.deploy import DeployError
+from closedloop.deploy.base import DeploymentInfo
 from closedloop.deploy.seldon import (
     GROUP,
     LABEL_MODEL_VERSION,
@@ -196,7 +197,7 @@ class KubernetesDeployer:
         body = dict(manifest)
         body["metadata"] = {**manifest["metadata"], "namespace": self.namespace}
 
-        previous = self._read(name)
+        previous = self.read(name)
         if previous is None:
             applied = self._create(body)
         else:
@@ -272,7 +273,7 @@ class KubernetesDeployer:
         deadline = self._clock() + self.timeout_seconds
         state, description = "unknown", ""
         while True:
-            current = self._read(name)
+            current = self.read(name)
             if current is None:
                 raise DeploymentNotFound(
                     f"SeldonDeployment {name} disappeared from namespace {self.namespace} "
@@ -318,7 +319,8 @@ class KubernetesDeployer:
             self._api = client.CustomObjectsApi()
         return self._api
 
-    def _read(self, name: str) -> dict[str, Any] | None:
+    def read(self, name: str) -> dict[str, Any] | None:
+        """Return the SeldonDeployment *name*, or None if it does not exist."""
         from kubernetes.client.exceptions import ApiException
 
         api = self._client()
@@ -443,3 +445,65 @@ def _is_missing_object(error: ApiException) -> bool:
     except (ValueError, AttributeError):
         return True
     return details.get("kind", PLURAL) == PLURAL
+
+
+class SeldonDeployer:
+    """The :class:`closedloop.deploy.base.Deployer` interface over :class:`KubernetesDeployer`.
+
+    Every deploy builds the SeldonDeployment from one base configuration with only the
+    model name and version replaced, so the pipeline's deploy step, the CLI and the
+    committed manifests all produce the same shape.
+
+    Args:
+        config: The base configuration (name, namespace, images, resources, …).
+        deployer: The applier; one for ``config.namespace`` when None.
+    """
+
+    backend = "kubernetes"
+
+    def __init__(
+        self, config: SeldonDeploymentConfig, deployer: KubernetesDeployer | None = None
+    ) -> None:
+        self.config = config
+        self.deployer = deployer or KubernetesDeployer(config.namespace)
+
+    def deploy(self, model_name: str, version: str) -> DeploymentInfo:
+        """Create or patch the SeldonDeployment to serve *version*; wait; roll back on failure."""
+        from dataclasses import replace
+
+        self.config = replace(self.config, model_name=model_name, model_version=version)
+        result = self.deployer.deploy(self.config)
+        return DeploymentInfo(
+            backend=self.backend,
+            model_name=model_name,
+            requested_version=version,
+            serving_version=result.model_version,
+            url=f"http://{self.config.name}-default.{self.config.namespace}.svc:8000",
+            ready=True,
+            detail=f"SeldonDeployment {result.namespace}/{result.name} generation {result.generation}",
+        )
+
+    def status(self) -> DeploymentInfo:
+        """Report the SeldonDeployment's state."""
+        current = self.deployer.read(self.config.name)
+        if current is None:
+            raise DeploymentNotFound(
+                f"SeldonDeployment {self.config.namespace}/{self.config.name} does not exist: deploy a version first"
+            )
+        state = str((current.get("status") or {}).get("state", "Unknown"))
+        labels = current.get("metadata", {}).get("labels", {})
+        return DeploymentInfo(
+            backend=self.backend,
+            model_name=self.config.model_name,
+            requested_version=self.config.model_version,
+            serving_version=labels.get(LABEL_MODEL_VERSION),
+            url=f"http://{self.config.name}-default.{self.config.namespace}.svc:8000",
+            ready=state == "Available",
+            detail=f"state {state}",
+        )
+
+    def teardown(self) -> None:
+        """Leave the SeldonDeployment in place: its removal is a cluster operator's decision.
+
+        The deployer's RBAC grants get/create/patch only (see manifests/base/rbac.yaml).
+        """

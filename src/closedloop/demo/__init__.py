@@ -1,0 +1,1 @@
+"""The closed-loop demo: one machine, real processes, a report at the end."""
