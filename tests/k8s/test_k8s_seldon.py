@@ -139,7 +139,8 @@ def test_model_container_runs_the_wrapper_with_our_class() -> None:
 def test_request_logger_posts_to_the_sidecar() -> None:
     doc = build_seldon_deployment(CONFIG)
     (predictor,) = doc["spec"]["predictors"]
-    assert predictor["graph"]["logger"] == {"mode": "request", "url": "http://localhost:8080/"}
+    # "all": feedback events, which fill the labelled archive, are sent only in response/all modes.
+    assert predictor["graph"]["logger"] == {"mode": "all", "url": "http://localhost:8080/"}
     sidecar = _containers(predictor)[seldon.SIDECAR_CONTAINER]
     args = sidecar["args"]
     assert args[:2] == ["sidecar", "serve"]

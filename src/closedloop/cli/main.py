@@ -5,6 +5,9 @@ from __future__ import annotations
 import typer
 
 from closedloop.cli import run as run_commands
+from closedloop.cli import sidecar as sidecar_commands
+from closedloop.cli import submit as submit_commands
+from closedloop.cli import trigger as trigger_commands
 from closedloop.cli.s3 import app as s3_app
 
 app = typer.Typer(
@@ -16,6 +19,9 @@ app = typer.Typer(
 )
 app.add_typer(s3_app, name="s3")
 run_commands.register(app)
+submit_commands.register(app)
+sidecar_commands.register(app)
+trigger_commands.register(app)
 
 
 @app.command()

@@ -69,19 +69,19 @@ def serve(
     state_dir: Annotated[
         Path | None,
         typer.Option(
-            help="Checkpoints, ledger and outbox [default: $CLOSEDLOOP_HOME/sidecar/<model>]."
+            help="Checkpoints, ledger and outbox (default: $CLOSEDLOOP_HOME/sidecar/<model>)."
         ),
     ] = None,
     archive_uri: Annotated[
         str | None,
         typer.Option(
-            help="Root of the labelled-feedback archive [default: s3://<registry bucket>/feedback]."
+            help="Root of the labelled-feedback archive (default: s3://<registry bucket>/feedback)."
         ),
     ] = None,
     replica_id: Annotated[
         str | None,
         typer.Option(
-            help="Id of this sidecar in alarm ids [default: $POD_NAME, or host + state dir]."
+            help="Id of this sidecar in alarm ids (default: $POD_NAME, or host + state dir)."
         ),
     ] = None,
     checkpoint_interval: Annotated[

@@ -70,7 +70,7 @@ def serve(
         int, typer.Option(help="Port for /healthz and /metrics (0: a free one).", min=0, max=65535)
     ] = 9103,
     kfp_host: Annotated[
-        str | None, typer.Option(help="KFP API endpoint [default: $KF_PIPELINES_ENDPOINT].")
+        str | None, typer.Option(help="KFP API endpoint (default: $KF_PIPELINES_ENDPOINT).")
     ] = None,
     experiment: Annotated[
         str, typer.Option(help="KFP experiment of the runs.")
@@ -80,14 +80,14 @@ def serve(
     ] = None,
     local_root: Annotated[
         Path | None,
-        typer.Option(help="Artifacts of kfp.local runs [default: $CLOSEDLOOP_HOME/trigger/runs]."),
+        typer.Option(help="Artifacts of kfp.local runs (default: $CLOSEDLOOP_HOME/trigger/runs)."),
     ] = None,
     pipeline_arg: Annotated[
         list[str] | None, typer.Option(help="Fixed pipeline argument key=value (repeatable).")
     ] = None,
     replica_id: Annotated[
         str | None,
-        typer.Option(help="Id of this trigger in records [default: $POD_NAME or host name]."),
+        typer.Option(help="Id of this trigger in records (default: $POD_NAME or host name)."),
     ] = None,
     retry_initial_seconds: Annotated[
         float,

@@ -646,7 +646,10 @@ def _graph(config: SeldonDeploymentConfig, version: str) -> dict[str, Any]:
         "type": "MODEL",
         "endpoint": {"type": "REST", "httpPort": MODEL_HTTP_PORT, "grpcPort": MODEL_GRPC_PORT},
         "parameters": predictive_unit_parameters(config, version),
-        "logger": {"mode": "request", "url": f"http://localhost:{config.sidecar_port}/"},
+        # "all", not "request": the executor sends feedback events only in response/all
+        # modes, and feedback is what fills the labelled archive retraining learns from.
+        # The sidecar acknowledges response events and ignores them.
+        "logger": {"mode": "all", "url": f"http://localhost:{config.sidecar_port}/"},
         "children": [],
     }
 

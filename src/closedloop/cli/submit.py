@@ -1,0 +1,123 @@
+"""``closedloop submit``: compile a pipeline and start it on a Kubeflow Pipelines cluster."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from closedloop.cli._common import console, one_line_errors
+from closedloop.errors import ClosedLoopError
+
+
+class SubmitError(ClosedLoopError):
+    """The run could not be submitted; the message says why and what to check."""
+
+
+def submit_pipeline(
+    pipeline: str,
+    host: str,
+    arguments: dict[str, object],
+    experiment: str,
+    run_name: str | None = None,
+    namespace: str | None = None,
+    token: str | None = None,
+) -> tuple[str, str]:
+    """Compile *pipeline* and create a run through ``kfp.Client``; return (run id, run URL).
+
+    Raises:
+        SubmitError: Unreachable host, authentication refused, or the API rejected the run.
+    """
+    import kfp
+    from kfp import compiler
+    from kfp_server_api.exceptions import ApiException
+
+    from closedloop.pipelines.registry import get
+
+    func = get(pipeline)
+    with tempfile.TemporaryDirectory() as tmp:
+        package = Path(tmp) / f"{pipeline}.yaml"
+        compiler.Compiler().compile(func, str(package))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # kfp's notice about server versions
+                client = kfp.Client(
+                    host=host, existing_token=token, namespace=namespace or "kubeflow"
+                )
+            result = client.create_run_from_pipeline_package(
+                str(package),
+                arguments=arguments,
+                run_name=run_name,
+                experiment_name=experiment,
+                namespace=namespace,
+            )
+        except ApiException as exc:
+            if exc.status in (401, 403):
+                raise SubmitError(
+                    f"{host} refused the request ({exc.status} {exc.reason}): pass a valid --token "
+                    "(or KF_PIPELINES_TOKEN) with access to the namespace"
+                ) from exc
+            raise SubmitError(
+                f"{host} rejected the run ({exc.status} {exc.reason}): {str(exc.body)[:300]}"
+            ) from exc
+        except (OSError, ValueError) as exc:
+            raise SubmitError(
+                f"cannot reach Kubeflow Pipelines at {host}: {exc.__class__.__name__}: {exc}"
+            ) from exc
+        except Exception as exc:
+            # urllib3 wraps connection failures in its own MaxRetryError, not an OSError.
+            if exc.__class__.__name__ in ("MaxRetryError", "NewConnectionError", "ProtocolError"):
+                raise SubmitError(f"cannot reach Kubeflow Pipelines at {host}: {exc}") from exc
+            raise
+    run_id = result.run_id
+    return run_id, f"{host.rstrip('/')}/#/runs/details/{run_id}"
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``submit`` to *app*."""
+
+    @app.command()
+    @one_line_errors
+    def submit(
+        pipeline: Annotated[
+            str, typer.Argument(help="Pipeline name: training, retraining, batch-inference, ….")
+        ],
+        host: Annotated[
+            str | None, typer.Option(help="KFP API endpoint [default: $KF_PIPELINES_ENDPOINT].")
+        ] = None,
+        experiment: Annotated[
+            str, typer.Option(help="Experiment to file the run under.")
+        ] = "closedloop",
+        param: Annotated[
+            list[str] | None, typer.Option(help="Pipeline parameter key=value (repeatable).")
+        ] = None,
+        run_name: Annotated[str | None, typer.Option(help="Run name [default: KFP's].")] = None,
+        namespace: Annotated[
+            str | None, typer.Option(help="User namespace in multi-user Kubeflow.")
+        ] = None,
+        token: Annotated[
+            str | None,
+            typer.Option(help="Bearer token [default: $KF_PIPELINES_TOKEN].", show_default=False),
+        ] = None,
+    ) -> None:
+        """Compile a pipeline and start a run on Kubeflow Pipelines; print the run URL."""
+        from closedloop.cli.run import parse_params
+
+        endpoint = host or os.environ.get("KF_PIPELINES_ENDPOINT")
+        if not endpoint:
+            raise SubmitError("no KFP host: pass --host https://… or set KF_PIPELINES_ENDPOINT")
+        arguments = parse_params(pipeline, list(param or []))
+        run_id, url = submit_pipeline(
+            pipeline,
+            endpoint,
+            arguments,
+            experiment,
+            run_name,
+            namespace,
+            token or os.environ.get("KF_PIPELINES_TOKEN"),
+        )
+        console.print(f"submitted {pipeline} as run {run_id}: {url}")

@@ -1,0 +1,161 @@
+"""The sidecar's Prometheus metrics, in a registry of their own, served at ``/metrics``.
+
+Every series carries ``model`` and ``version`` labels. Per-window values (p-values,
+distances, effect sizes, the drift flag) describe the last evaluated window.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+PREFIX = "closedloop_sidecar"
+
+
+class SidecarMetrics:
+    """Metric objects bound to one model version.
+
+    Args:
+        model_name: The served model.
+        model_version: The served version.
+        registry: Where to register (a fresh one by default).
+    """
+
+    def __init__(
+        self, model_name: str, model_version: str, registry: CollectorRegistry | None = None
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.model_name = model_name
+        self.model_version = model_version
+        base = ("model", "version")
+        r = self.registry
+
+        def counter(name: str, doc: str, *labels: str) -> Counter:
+            return Counter(f"{PREFIX}_{name}", doc, [*base, *labels], registry=r)
+
+        def gauge(name: str, doc: str, *labels: str) -> Gauge:
+            return Gauge(f"{PREFIX}_{name}", doc, [*base, *labels], registry=r)
+
+        self._events = counter(
+            "events", "CloudEvents received, by type and outcome.", "type", "outcome"
+        )
+        self._rejected = counter(
+            "events_rejected", "CloudEvents answered 400, by reason.", "reason"
+        )
+        self.rows_accepted = counter("rows_accepted", "Request rows accepted into windows.").labels(
+            model_name, model_version
+        )
+        self.window_rows = gauge("window_rows", "Rows in the window being filled.").labels(
+            model_name, model_version
+        )
+        self.window_fill = gauge(
+            "window_fill_ratio", "Fill of the window being filled (rows / window_size)."
+        ).labels(model_name, model_version)
+        self.window_age = gauge(
+            "window_age_seconds", "Age of the window being filled (0 while empty)."
+        ).labels(model_name, model_version)
+        self.windows_pending = gauge(
+            "windows_pending", "Closed windows waiting for the detector."
+        ).labels(model_name, model_version)
+        self._windows = counter(
+            "windows_evaluated",
+            "Windows run through the detector, by outcome (true/false/error).",
+            "drifted",
+        )
+        self.window_drift = gauge(
+            "window_drift", "1 if the last evaluated window drifted, else 0."
+        ).labels(model_name, model_version)
+        self.window_sequence = gauge(
+            "window_sequence", "Number of the last evaluated window."
+        ).labels(model_name, model_version)
+        self.window_n_rows = gauge("window_last_rows", "Rows of the last evaluated window.").labels(
+            model_name, model_version
+        )
+        self._p_value = gauge("feature_p_value", "p-value per feature, last window.", "feature")
+        self._distance = gauge(
+            "feature_distance", "Test statistic per feature, last window.", "feature"
+        )
+        self._effect = gauge(
+            "feature_effect_size", "Effect size (0-1) per feature, last window.", "feature"
+        )
+        self.detector_seconds = Histogram(
+            f"{PREFIX}_detector_seconds",
+            "Time to run the detector on one window.",
+            base,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
+        ).labels(model_name, model_version)
+        self.drift_events_emitted = counter(
+            "drift_events_emitted", "Drift CloudEvents delivered to the trigger."
+        ).labels(model_name, model_version)
+        self.drift_events_failed = counter(
+            "drift_events_failed", "Failed deliveries of drift CloudEvents (each retried)."
+        ).labels(model_name, model_version)
+        self.drift_events_dropped = counter(
+            "drift_events_dropped",
+            "Drift CloudEvents given up (rejected by the trigger, or outbox overflow).",
+        ).labels(model_name, model_version)
+        self.drift_events_pending = gauge(
+            "drift_events_pending", "Drift CloudEvents waiting for delivery."
+        ).labels(model_name, model_version)
+        self.feedback_rows_archived = counter(
+            "feedback_rows_archived", "Labelled rows written to the archive."
+        ).labels(model_name, model_version)
+        self.feedback_rows_buffered = gauge(
+            "feedback_rows_buffered", "Labelled rows waiting for the archive."
+        ).labels(model_name, model_version)
+        self.feedback_archive_failures = counter(
+            "feedback_archive_failures", "Failed archive writes (rows kept and retried)."
+        ).labels(model_name, model_version)
+        self.feedback_rows_dropped = counter(
+            "feedback_rows_dropped", "Labelled rows dropped because the buffer overflowed."
+        ).labels(model_name, model_version)
+        self._rows_lost = counter(
+            "rows_lost",
+            "Rows whose fate is unknown after an unclean stop (accepted after the last "
+            "checkpoint), or dropped because the served version changed.",
+            "reason",
+        )
+        self._starts = counter("starts", "Starts, by how the previous run ended.", "previous")
+        self.checkpoints = counter("checkpoints", "Checkpoints written.").labels(
+            model_name, model_version
+        )
+        self.checkpoint_failures = counter(
+            "checkpoint_failures", "Checkpoints that could not be written."
+        ).labels(model_name, model_version)
+        self.last_checkpoint = gauge(
+            "last_checkpoint_timestamp_seconds", "When the last checkpoint was written."
+        ).labels(model_name, model_version)
+
+    def event(self, kind: str, outcome: str) -> None:
+        """Count one event of *kind* (request/response/feedback/unknown) by *outcome*."""
+        self._events.labels(self.model_name, self.model_version, kind, outcome).inc()
+
+    def rejected(self, reason: str) -> None:
+        """Count one rejected event."""
+        self._rejected.labels(self.model_name, self.model_version, reason).inc()
+
+    def window_evaluated(self, drifted: bool) -> None:
+        """Count one evaluated window."""
+        self._windows.labels(self.model_name, self.model_version, str(drifted).lower()).inc()
+        self.window_drift.set(1 if drifted else 0)
+
+    def window_evaluation_failed(self) -> None:
+        """Count one window the detector could not evaluate."""
+        self._windows.labels(self.model_name, self.model_version, "error").inc()
+
+    def feature_scores(
+        self, p_values: dict[str, float], distances: dict[str, float], effects: dict[str, float]
+    ) -> None:
+        """Publish the last window's per-feature scores."""
+        for name, value in p_values.items():
+            self._p_value.labels(self.model_name, self.model_version, name).set(value)
+            self._distance.labels(self.model_name, self.model_version, name).set(distances[name])
+            self._effect.labels(self.model_name, self.model_version, name).set(effects[name])
+
+    def rows_lost(self, reason: str, rows: int) -> None:
+        """Count rows lost for *reason* (``unclean_stop`` or ``version_changed``)."""
+        self._rows_lost.labels(self.model_name, self.model_version, reason).inc(rows)
+
+    def started(self, previous: str) -> None:
+        """Count a start after a ``clean``, ``unclean`` or ``none`` (fresh) previous run."""
+        self._starts.labels(self.model_name, self.model_version, previous).inc()

@@ -1,0 +1,529 @@
+"""The sidecar's core, without HTTP: check events, fill windows, run the detector, alarm.
+
+:class:`DriftMonitor` owns four threads besides the caller's:
+
+* the **evaluator** runs the detector on closed windows, in order, publishes the scores
+  and, for a drifted window only, hands a :class:`DriftAlarm` to the emitter;
+* the **ticker** closes windows by age, refreshes the gauges and writes a checkpoint
+  every ``checkpoint_interval`` seconds when something changed;
+* the **archiver** writes feedback batches to S3 when one is due;
+* the **emitter** (:class:`~closedloop.drift.sidecar.emitter.AlarmEmitter`) delivers
+  drift events to the trigger.
+
+:meth:`DriftMonitor.ingest` is called for every HTTP request. It checks the event
+completely before taking the lock, so a bad event is answered without touching any
+state; under the lock it dedupes on ``(source, id)`` and buffers the rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from closedloop.drift.policy import DriftPolicy
+from closedloop.drift.sidecar.alarm import DriftAlarm, WindowReport
+from closedloop.drift.sidecar.archive import FeedbackArchive, archive_fields
+from closedloop.drift.sidecar.emitter import AlarmEmitter
+from closedloop.drift.sidecar.errors import CheckpointError, EventRejected
+from closedloop.drift.sidecar.events import feedback_rows, parse_event, request_rows
+from closedloop.drift.sidecar.frames import feature_fields
+from closedloop.drift.sidecar.loader import ServedDetector
+from closedloop.drift.sidecar.metrics import SidecarMetrics
+from closedloop.drift.sidecar.state import Checkpoint, Ledger, LedgerValues, StateDir
+from closedloop.drift.sidecar.window import ClosedWindow, Deduper, WindowBuffer
+from closedloop.storage import Store
+
+log = logging.getLogger(__name__)
+
+Outcome = Literal["accepted", "duplicate", "ignored", "buffered"]
+Previous = Literal["none", "clean", "unclean"]
+
+
+@dataclass(frozen=True)
+class MonitorSettings:
+    """How one sidecar runs.
+
+    Attributes:
+        replica: This sidecar's id in alarm ids and sources (stable across restarts).
+        state_dir: Where checkpoints, the ledger and the outbox live.
+        trigger_url: Where drift CloudEvents go.
+        archive_uri: Root of the feedback archive.
+        checkpoint_interval: Seconds between periodic checkpoints (bounds the loss
+            after a hard kill).
+        dedupe_capacity: How many ``(source, id)`` keys are remembered.
+        archive_batch_rows: Feedback rows per archive batch.
+        archive_flush_seconds: Longest a feedback row waits for its batch.
+        emit_timeout: Seconds per delivery attempt of a drift event.
+        emit_backoff_max: Longest delay between delivery attempts.
+        tick_seconds: How often windows are checked for age.
+    """
+
+    replica: str
+    state_dir: Path
+    trigger_url: str
+    archive_uri: str
+    checkpoint_interval: float = 10.0
+    dedupe_capacity: int = 20_000
+    archive_batch_rows: int = 1000
+    archive_flush_seconds: float = 60.0
+    emit_timeout: float = 5.0
+    emit_backoff_max: float = 30.0
+    tick_seconds: float = 0.5
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What happened to one accepted request.
+
+    Attributes:
+        kind: ``request``, ``response`` or ``feedback``.
+        outcome: ``accepted`` (rows went into windows), ``buffered`` (feedback rows
+            went to the archive buffer), ``duplicate`` or ``ignored`` (a response).
+        rows: Rows taken.
+    """
+
+    kind: str
+    outcome: Outcome
+    rows: int
+
+
+@dataclass(frozen=True)
+class StartReport:
+    """How the monitor resumed.
+
+    Attributes:
+        previous: ``none`` (fresh state directory), ``clean`` or ``unclean`` (hard kill).
+        rows_restored: Window rows taken back from the checkpoint.
+        rows_lost: Rows whose fate is unknown (accepted after the last checkpoint).
+        windows_pending: Closed windows to evaluate first.
+        next_sequence: Number of the window being filled.
+    """
+
+    previous: Previous
+    rows_restored: int
+    rows_lost: int
+    windows_pending: int
+    next_sequence: int
+
+
+class DriftMonitor:
+    """Windows, detector, checkpoints, alarms and the feedback archive of one sidecar.
+
+    Args:
+        settings: How to run.
+        policy: The drift policy.
+        served: The served version's detector and schema.
+        store: The storage layer (for the feedback archive).
+        metrics: Metrics to update (a fresh set by default).
+        clock: Source of the current time.
+    """
+
+    def __init__(
+        self,
+        settings: MonitorSettings,
+        policy: DriftPolicy,
+        served: ServedDetector,
+        store: Store,
+        metrics: SidecarMetrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.policy = policy
+        self.served = served
+        self.schema = served.schema
+        self.metrics = metrics or SidecarMetrics(served.model_name, served.version)
+        self._clock = clock
+        self.state = StateDir(
+            settings.state_dir, feature_fields(self.schema), archive_fields(self.schema)
+        )
+        self.archive = FeedbackArchive(
+            store,
+            settings.archive_uri,
+            served.model_name,
+            self.schema,
+            batch_rows=settings.archive_batch_rows,
+            flush_seconds=settings.archive_flush_seconds,
+            clock=clock,
+        )
+        self.emitter = AlarmEmitter(
+            self.state,
+            settings.trigger_url,
+            self.metrics,
+            timeout=settings.emit_timeout,
+            backoff_max=settings.emit_backoff_max,
+        )
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)
+        self._checkpoint_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._buffer = WindowBuffer(
+            policy.window_size, policy.window_max_age_seconds, policy.min_rows
+        )
+        self._dedupe = Deduper(settings.dedupe_capacity)
+        self._pending: deque[ClosedWindow] = deque()
+        self._history: deque[WindowReport] = deque(maxlen=policy.n - 1)
+        self._rows_accepted = 0
+        self._ledger: Ledger | None = None
+        self._dirty = False
+        self._last_checkpoint = 0.0
+        self._threads: list[threading.Thread] = []
+
+    @property
+    def model_name(self) -> str:
+        """The served model."""
+        return self.served.model_name
+
+    @property
+    def model_version(self) -> str:
+        """The served version."""
+        return self.served.version
+
+    # -- life cycle -------------------------------------------------------------------
+    def open(self) -> StartReport:
+        """Resume from the state directory, count what a hard kill lost, and checkpoint.
+
+        Raises:
+            CheckpointError: If the state directory is unusable.
+        """
+        checkpoint = self.state.read_checkpoint()
+        self._ledger = self.state.ledger()
+        before = self._ledger.read()
+        unclean = self.state.was_running()
+        previous: Previous = (
+            "none" if checkpoint is None and before is None else "unclean" if unclean else "clean"
+        )
+        lost = 0
+        if unclean and before is not None:
+            lost = max(0, before.rows_accepted - (checkpoint.rows_accepted if checkpoint else 0))
+        elif unclean:
+            log.warning("the previous run stopped uncleanly and its ledger is unreadable")
+        next_sequence = 1
+        if checkpoint is not None:
+            next_sequence = checkpoint.open_window.sequence
+        if unclean and before is not None:
+            # Windows up to the ledger's number may have closed and alarmed after the
+            # checkpoint: never give their numbers (hence alarm ids) to other rows.
+            next_sequence = max(next_sequence, before.max_sequence + 1)
+        self._buffer = WindowBuffer(
+            self.policy.window_size,
+            self.policy.window_max_age_seconds,
+            self.policy.min_rows,
+            next_sequence,
+        )
+        restored = self._restore(checkpoint) if checkpoint is not None else 0
+        self._rows_accepted = checkpoint.rows_accepted if checkpoint is not None else 0
+        self._ledger.write(LedgerValues(self._rows_accepted, self._buffer.sequence))
+        self.state.mark_running()
+        self.metrics.started(previous)
+        if lost:
+            log.warning("%d rows accepted after the last checkpoint were lost by a hard kill", lost)
+            self.metrics.rows_lost("unclean_stop", lost)
+        self.checkpoint(force=True)
+        report = StartReport(previous, restored, lost, len(self._pending), self._buffer.sequence)
+        log.info(
+            "resumed %s %s: previous run %s, %d rows restored, %d lost, %d windows pending, "
+            "filling window %d",
+            self.model_name,
+            self.model_version,
+            previous,
+            restored,
+            lost,
+            report.windows_pending,
+            report.next_sequence,
+        )
+        return report
+
+    def _restore(self, checkpoint: Checkpoint) -> int:
+        self._dedupe.extend(checkpoint.dedupe_keys)
+        feedback = checkpoint.feedback
+        if len(feedback):
+            expected = [f.name for f in self.archive.fields]
+            if list(feedback.columns) == expected:
+                self.archive.restore(feedback)
+            else:
+                log.warning("dropping %d feedback rows of another schema", len(feedback))
+                self.metrics.feedback_rows_dropped.inc(len(feedback))
+        window_rows = len(checkpoint.open_window.frame) + sum(
+            len(w.frame) for w in checkpoint.pending
+        )
+        if (
+            checkpoint.model_version != self.model_version
+            or checkpoint.model_name != self.model_name
+        ):
+            log.warning(
+                "the checkpoint was for %s %s; dropping its %d window rows",
+                checkpoint.model_name,
+                checkpoint.model_version,
+                window_rows,
+            )
+            self.metrics.rows_lost("version_changed", window_rows)
+            return 0
+        self._history.extend(checkpoint.history)
+        self._pending.extend(checkpoint.pending)
+        self._pending.extend(self._buffer.restore(checkpoint.open_window))
+        return window_rows
+
+    def start(self) -> None:
+        """Start the evaluator, ticker, archiver and emitter threads."""
+        self._stopping.clear()
+        for name, target in (
+            ("drift-evaluator", self._evaluate_loop),
+            ("drift-ticker", self._tick_loop),
+            ("feedback-archiver", self._archive_loop),
+        ):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self.emitter.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Evaluate closed windows, flush feedback, write the final checkpoint, stop."""
+        with self._work:
+            self._stopping.set()
+            self._work.notify_all()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.1, deadline - time.monotonic()))
+        self._threads = []
+        self._flush_archive()
+        self.checkpoint(force=True)
+        self.emitter.stop()
+        if self._ledger is not None:
+            self._ledger.close()
+            self._ledger = None
+        self.state.mark_stopped()
+        log.info("stopped cleanly; state in %s", self.state.path)
+
+    def healthy(self) -> bool:
+        """Whether every worker thread runs."""
+        return (
+            not self._stopping.is_set()
+            and bool(self._threads)
+            and all(t.is_alive() for t in self._threads)
+            and self.emitter.is_alive()
+        )
+
+    def status(self) -> dict[str, object]:
+        """A small JSON-compatible summary for ``/healthz``."""
+        with self._lock:
+            return {
+                "status": "ok" if self.healthy() else "unhealthy",
+                "model": self.model_name,
+                "version": self.model_version,
+                "replica": self.settings.replica,
+                "window_sequence": self._buffer.sequence,
+                "window_rows": self._buffer.rows,
+                "windows_pending": len(self._pending),
+                "rows_accepted": self._rows_accepted,
+            }
+
+    # -- events -----------------------------------------------------------------------
+    def ingest(self, headers: Mapping[str, str], body: bytes) -> IngestResult:
+        """Check one CloudEvent and take it into windows or the archive buffer.
+
+        Raises:
+            EventRejected: If the event is invalid; nothing was changed.
+        """
+        kind = "unknown"
+        try:
+            event = parse_event(headers, body)
+            kind = event.kind
+            if event.kind == "response":
+                self.metrics.event(kind, "ignored")
+                return IngestResult(kind, "ignored", 0)
+            if event.kind == "request":
+                frame = request_rows(event.data, self.schema)
+            else:
+                frame, labels = feedback_rows(event.data, self.schema)
+        except EventRejected as exc:
+            self.metrics.rejected(exc.reason)
+            self.metrics.event(kind, "rejected")
+            raise
+        now = self._clock()
+        with self._work:
+            if event.key in self._dedupe:
+                self.metrics.event(kind, "duplicate")
+                return IngestResult(kind, "duplicate", 0)
+            self._dedupe.add(event.key)
+            self._dirty = True
+            if event.kind == "request":
+                closed = self._buffer.add(frame, now)
+                self._rows_accepted += len(frame)
+                assert self._ledger is not None
+                self._ledger.write(LedgerValues(self._rows_accepted, self._buffer.sequence))
+                if closed:
+                    self._pending.extend(closed)
+                    self._work.notify_all()
+            else:
+                self.archive.add(
+                    frame,
+                    labels,
+                    event_id=event.id,
+                    event_source=event.source,
+                    model_version=self.model_version,
+                    received_at=now,
+                )
+        if event.kind == "request":
+            self.metrics.rows_accepted.inc(len(frame))
+            self.metrics.event(kind, "accepted")
+            return IngestResult(kind, "accepted", len(frame))
+        self.metrics.event(kind, "buffered")
+        self.metrics.feedback_rows_buffered.set(self.archive.buffered)
+        return IngestResult(kind, "buffered", len(frame))
+
+    # -- evaluation -------------------------------------------------------------------
+    def _evaluate_loop(self) -> None:
+        while True:
+            with self._work:
+                while not self._pending and not self._stopping.is_set():
+                    self._work.wait(1.0)
+                if not self._pending:
+                    return
+                window = self._pending[0]
+                history = tuple(self._history)
+            report = self._evaluate(window)
+            if report is not None and report.drifted:
+                # Into the outbox before the window leaves the pending queue: a kill in
+                # between re-evaluates the window and re-sends the same alarm id.
+                self.emitter.submit(
+                    DriftAlarm(
+                        model_name=self.model_name,
+                        model_version=self.model_version,
+                        replica=self.settings.replica,
+                        window=report,
+                        history=history,
+                        p_value=self.policy.p_value,
+                        effect_size_threshold=self.policy.effect_size_threshold,
+                        archive_uri=self.settings.archive_uri,
+                    )
+                )
+            with self._work:
+                self._pending.popleft()
+                if report is not None:
+                    self._history.append(report)
+                self._dirty = True
+
+    def _evaluate(self, window: ClosedWindow) -> WindowReport | None:
+        started = time.perf_counter()
+        try:
+            result = self.served.detector.score(window.frame)
+        except (ValueError, TypeError) as exc:
+            log.exception("window %d could not be evaluated: %s", window.sequence, exc)
+            self.metrics.window_evaluation_failed()
+            return None
+        self.metrics.detector_seconds.observe(time.perf_counter() - started)
+        # A test without information (e.g. a constant column) gives NaN: no evidence.
+        p_values = {k: 1.0 if math.isnan(v) else v for k, v in result.p_values.items()}
+        effects = {k: 0.0 if math.isnan(v) else v for k, v in result.effect_sizes.items()}
+        distances = {k: 0.0 if math.isnan(v) else v for k, v in result.distances.items()}
+        drifted = self.policy.drifted_features(p_values, effects)
+        report = WindowReport(
+            sequence=window.sequence,
+            opened_at=window.opened_at,
+            closed_at=window.closed_at,
+            n_rows=len(window.frame),
+            close_reason=window.reason,
+            p_values=p_values,
+            distances=distances,
+            effect_sizes=effects,
+            drifted_features=drifted,
+        )
+        self.metrics.feature_scores(p_values, distances, effects)
+        self.metrics.window_sequence.set(window.sequence)
+        self.metrics.window_n_rows.set(report.n_rows)
+        self.metrics.window_evaluated(report.drifted)
+        log.info(
+            "window %d (%d rows, closed by %s): %s; min p %.3g, max effect %.3f",
+            window.sequence,
+            report.n_rows,
+            window.reason,
+            f"DRIFT in {', '.join(drifted)}" if drifted else "no drift",
+            min(p_values.values()),
+            max(effects.values()),
+        )
+        return report
+
+    # -- periodic work ----------------------------------------------------------------
+    def _tick_loop(self) -> None:
+        while not self._stopping.wait(self.settings.tick_seconds):
+            self.tick()
+
+    def tick(self) -> None:
+        """Close an old window, refresh the gauges, checkpoint when due."""
+        now = self._clock()
+        with self._work:
+            closed = self._buffer.close_if_old(now)
+            if closed is not None:
+                self._pending.append(closed)
+                self._dirty = True
+                self._work.notify_all()
+            rows, opened = self._buffer.rows, self._buffer.opened_at
+            pending = len(self._pending)
+        self.metrics.window_rows.set(rows)
+        self.metrics.window_fill.set(rows / self.policy.window_size)
+        self.metrics.window_age.set(0.0 if opened is None else max(0.0, now - opened))
+        self.metrics.windows_pending.set(pending)
+        if now - self._last_checkpoint >= self.settings.checkpoint_interval:
+            self.checkpoint()
+
+    def checkpoint(self, force: bool = False) -> bool:
+        """Write a checkpoint if anything changed since the last one (or if *force*).
+
+        Returns:
+            Whether a checkpoint was written.
+        """
+        with self._checkpoint_lock:
+            with self._lock:
+                if not (self._dirty or force):
+                    return False
+                snapshot = Checkpoint(
+                    model_name=self.model_name,
+                    model_version=self.model_version,
+                    written_at=self._clock(),
+                    rows_accepted=self._rows_accepted,
+                    open_window=self._buffer.snapshot(),
+                    pending=tuple(self._pending),
+                    history=tuple(self._history),
+                    dedupe_keys=tuple(self._dedupe.keys()),
+                    feedback=self.archive.snapshot(),
+                )
+                self._dirty = False
+            try:
+                self.state.write_checkpoint(snapshot)
+            except CheckpointError as exc:
+                log.error("%s", exc)
+                self.metrics.checkpoint_failures.inc()
+                with self._lock:
+                    self._dirty = True
+                return False
+            self._last_checkpoint = snapshot.written_at
+            self.metrics.checkpoints.inc()
+            self.metrics.last_checkpoint.set(snapshot.written_at)
+            return True
+
+    def _archive_loop(self) -> None:
+        while not self._stopping.wait(1.0):
+            if self.archive.due():
+                self._flush_archive()
+
+    def _flush_archive(self) -> None:
+        result = self.archive.flush()
+        if result.rows_written:
+            self.metrics.feedback_rows_archived.inc(result.rows_written)
+            with self._lock:
+                self._dirty = True
+        if result.error:
+            log.warning("feedback archive write failed (rows kept): %s", result.error)
+            self.metrics.feedback_archive_failures.inc()
+        self.metrics.feedback_rows_buffered.set(self.archive.buffered)
+        dropped = self.archive.take_dropped()
+        if dropped:
+            log.warning("the feedback buffer overflowed: %d rows dropped", dropped)
+            self.metrics.feedback_rows_dropped.inc(dropped)

@@ -1,0 +1,140 @@
+"""`closedloop submit` against a stand-in Kubeflow Pipelines API.
+
+No KFP API server can run on this machine (it needs Kubernetes, MySQL and object
+storage), so the success and 401 paths talk to a small HTTP server that answers the
+four v2beta1 endpoints kfp.Client uses. That stand-in is a fake, and only it is: the
+compiler, the client and the CLI are real. Against a real cluster, see tests/e2e.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+CLI = str(Path(sys.executable).with_name("closedloop"))
+
+
+class FakeKfp(BaseHTTPRequestHandler):
+    runs: list[dict] = []
+    status = 200
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def _send(self, code: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/apis/v2beta1/healthz"):
+            self._send(200, {"multi_user": False})
+        elif self.path.startswith("/apis/v2beta1/experiments"):
+            self._send(200, {"experiments": [], "total_size": 0})
+        else:
+            self._send(404, {"error": self.path})
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
+        if type(self).status != 200:
+            self._send(type(self).status, {"error": "denied", "code": 16, "message": "denied"})
+        elif self.path.startswith("/apis/v2beta1/experiments"):
+            self._send(200, {"experiment_id": "exp-1", "display_name": body.get("display_name")})
+        elif self.path.startswith("/apis/v2beta1/runs"):
+            type(self).runs.append(body)
+            self._send(
+                200,
+                {"run_id": "run-42", "display_name": body.get("display_name"), "state": "PENDING"},
+            )
+        else:
+            self._send(404, {"error": self.path})
+
+
+@pytest.fixture()
+def kfp_api() -> Iterator[str]:
+    FakeKfp.runs = []
+    FakeKfp.status = 200
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeKfp)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "KF_PIPELINES_ENDPOINT"}
+    return subprocess.run(
+        [CLI, "submit", *args], capture_output=True, text=True, timeout=120, env=env
+    )
+
+
+def test_submit_compiles_and_creates_a_run(kfp_api: str) -> None:
+    result = run(
+        "training",
+        "--host",
+        kfp_api,
+        "--param",
+        "data_uri=s3://data/train.csv",
+        "--param",
+        "n_candidates=3",
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"{kfp_api}/#/runs/details/run-42" in result.stdout
+    (body,) = FakeKfp.runs
+    assert body["experiment_id"] == "exp-1"
+    # With platform settings (the S3 Secret), KFP nests the spec beside platform_spec.
+    spec = body["pipeline_spec"]
+    assert spec["pipeline_spec"]["pipelineInfo"]["name"] == "closedloop-training"
+    assert "closedloop-s3-credentials" in json.dumps(spec["platform_spec"])
+    assert body["runtime_config"]["parameters"] == {
+        "data_uri": "s3://data/train.csv",
+        "n_candidates": 3,
+    }
+
+
+def test_auth_failure_is_one_line(kfp_api: str) -> None:
+    FakeKfp.status = 401
+    result = run("training", "--host", kfp_api, "--param", "data_uri=s3://d/x")
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("error:") and "--token" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("training",), "no KFP host"),
+        (("nope", "--host", "http://127.0.0.1:9"), "unknown pipeline 'nope'"),
+        (
+            ("training", "--host", "http://127.0.0.1:9", "--param", "n_candidates=many"),
+            "expected integer",
+        ),
+        (
+            ("training", "--host", "http://127.0.0.1:9", "--param", "bogus=1"),
+            "has no parameter 'bogus'",
+        ),
+        (
+            ("training", "--host", "http://127.0.0.1:9", "--param", "data_uri=s3://d/x"),
+            "cannot reach Kubeflow Pipelines",
+        ),
+    ],
+)
+def test_bad_invocations_are_one_line_errors(args: tuple[str, ...], message: str) -> None:
+    result = run(*args)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
