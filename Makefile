@@ -13,7 +13,7 @@ PYTEST_ARGS  ?=
 IMAGE_REGISTRY ?= ghcr.io/closedloop
 IMAGE_TAG      ?= 0.1.0
 
-.PHONY: help install lock lint format test test-fast test-k8s compile manifests images wheel clean s3-up s3-down
+.PHONY: help install lock lint format test test-fast test-k8s compile manifests images checkov demo bench wheel clean s3-up s3-down
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -28,13 +28,13 @@ $(UV):
 # into it (editable, no dependency resolution). Re-running is cheap and safe.
 $(VENV)/.synced: $(UV) requirements/dev.lock pyproject.toml
 	$(UV) venv --quiet --allow-existing --python "$(PYTHON312)" $(VENV)
-	$(UV) pip sync --quiet --python $(VENV)/bin/python requirements/dev.lock
+	$(UV) pip sync --quiet --compile-bytecode --python $(VENV)/bin/python requirements/dev.lock
 	$(UV) pip install --quiet --python $(VENV)/bin/python --no-deps -e .
 	@touch $@
 
 $(VENV_SERVING)/.synced: $(UV) requirements/serving.lock pyproject.toml
 	$(UV) venv --quiet --allow-existing --python "$(PYTHON312)" $(VENV_SERVING)
-	$(UV) pip sync --quiet --python $(VENV_SERVING)/bin/python requirements/serving.lock
+	$(UV) pip sync --quiet --compile-bytecode --python $(VENV_SERVING)/bin/python requirements/serving.lock
 	$(UV) pip install --quiet --python $(VENV_SERVING)/bin/python --no-deps -e .
 	@touch $@
 
@@ -56,11 +56,28 @@ format: install ## Apply ruff's fixes and formatting
 test: lint ## Lint, then the whole test suite (starts real SeaweedFS, servers, kfp.local)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
+demo: install ## The main job: the closed loop on one machine (a few minutes), report at the end
+	$(VENV)/bin/closedloop demo
+
 test-fast: install ## Only the tests not marked slow
 	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
 
 test-k8s: install ## Only the offline Kubernetes checks (kustomize, schemas, PSS, hadolint)
 	$(VENV)/bin/pytest tests/k8s -q $(PYTEST_ARGS)
+
+compile: install ## Regenerate component specs, component READMEs and pipeline YAML
+	env -u CLOSEDLOOP_COMPONENT_IMAGE $(VENV)/bin/closedloop compile
+
+bench: install ## Serving benchmark: req/s and p50/p99 vs a trivial model and in-process predict
+	$(VENV)/bin/python tests/benchmarks/bench_serving.py
+
+checkov: install ## checkov on the rendered overlays and the Dockerfiles (own venv: it is heavy)
+	"$(PYTHON312)" -m venv .venv-checkov
+	.venv-checkov/bin/pip install --quiet "checkov==3.2.*"
+	mkdir -p build/checkov
+	for o in dev prod; do $(VENV)/bin/kubectl kustomize manifests/overlays/$$o > build/checkov/$$o.yaml || exit 1; done
+	.venv-checkov/bin/checkov --quiet --compact -d build/checkov --framework kubernetes
+	.venv-checkov/bin/checkov --quiet --compact -d images --framework dockerfile
 
 manifests: install ## Regenerate manifests/base/seldondeployment.yaml from the typed builder
 	$(VENV)/bin/python -m closedloop.deploy.seldon > manifests/base/seldondeployment.yaml

@@ -1,0 +1,370 @@
+"""The Seldon messages the model server accepts, checked before the wrapper reads them.
+
+Seldon's python wrapper turns a REST body into numpy arrays before the user model
+sees it, and anything that goes wrong there is an HTTP 500: a ragged ``ndarray``
+(numpy refuses it), a ``tensor`` whose ``shape`` does not match its ``values``, a
+``tftensor`` (TensorFlow is not installed), ``meta`` or ``meta.tags`` that are not
+objects, ``names`` that are not a list. The checks here run first, on the parsed JSON,
+and raise :class:`MessageError`, which the server answers with a 400 saying what is
+wrong. What the rows mean (names, order, types, ranges) is checked later, against the
+model's schema, by :func:`closedloop.ml.schema.check_frame`.
+
+Accepted payloads:
+
+* ``{"data": {"names": [...], "ndarray": [[...], ...]}}`` — ``names`` optional (then
+  columns are positional); a flat list is one row;
+* ``{"data": {"names": [...], "tensor": {"shape": [rows, cols], "values": [...]}}}``;
+* ``{"jsonData": {column: value, ...}}`` (one row) or ``{"jsonData": [{...}, ...]}``.
+
+Feedback messages (``{"request": ..., "truth": ..., "reward": ...}``) carry rows in
+``request.data`` and labels in ``truth.data``.
+
+This module imports numpy and pandas only, so it can be tested without seldon-core.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+PAYLOAD_KEYS: tuple[str, ...] = ("data", "jsonData", "strData", "binData", "customData")
+SUPPORTED_HINT = (
+    "send {'data': {'names': [...], 'ndarray': [[...], ...]}} or "
+    "{'jsonData': [{column: value, ...}, ...]}"
+)
+_SCALARS = (str, int, float, bool, type(None))
+_MAX_SHOWN = 3
+# Python's json parses 1e999 as inf (caught later) but keeps huge integers exact, and
+# float() of those overflows: refuse them as values no model column can hold.
+_LARGEST_INT = int(np.finfo(np.float64).max)
+
+
+class MessageError(ValueError):
+    """A request is not a Seldon message the server can read; the text says why."""
+
+
+def _kind(value: Any) -> str:
+    """Name a JSON value's type the way a client sees it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, Mapping):
+        return "object"
+    if isinstance(value, list | tuple):
+        return "array"
+    return type(value).__name__
+
+
+def check_meta(meta: Any, what: str = "meta") -> None:
+    """Check the optional ``meta`` object of a Seldon message.
+
+    Raises:
+        MessageError: If it or a field the wrapper reads has the wrong JSON type.
+    """
+    if meta is None:
+        return
+    if not isinstance(meta, Mapping):
+        raise MessageError(f"{what} must be an object, got a JSON {_kind(meta)}")
+    expected = {"tags": Mapping, "routing": Mapping, "requestPath": Mapping, "metrics": list}
+    for field, kind in expected.items():
+        if field in meta and not isinstance(meta[field], kind):
+            wanted = "an object" if kind is Mapping else "an array"
+            raise MessageError(f"{what}.{field} must be {wanted}, got a JSON {_kind(meta[field])}")
+    if "puid" in meta and not isinstance(meta["puid"], str):
+        raise MessageError(f"{what}.puid must be a string, got a JSON {_kind(meta['puid'])}")
+
+
+def check_names(names: Any, what: str = "data.names") -> list[str] | None:
+    """Return column names as a list of strings (None when absent or empty).
+
+    Raises:
+        MessageError: If they are not an array of strings.
+    """
+    if names is None:
+        return None
+    if isinstance(names, str | bytes | Mapping):
+        raise MessageError(f"{what} must be an array of column names, got a JSON {_kind(names)}")
+    # gRPC hands a protobuf repeated field: iterable, but no list.
+    try:
+        listed = list(names)
+    except TypeError as exc:
+        raise MessageError(
+            f"{what} must be an array of column names, got a JSON {_kind(names)}"
+        ) from exc
+    bad = [i for i, name in enumerate(listed) if not isinstance(name, str)]
+    if bad:
+        raise MessageError(
+            f"{what} must hold strings; position {bad[0]} is a JSON {_kind(listed[bad[0]])}"
+        )
+    return listed or None
+
+
+def _check_scalar(value: Any, where: str) -> None:
+    if not isinstance(value, _SCALARS):
+        raise MessageError(
+            f"{where} is a JSON {_kind(value)}; every value must be a number, string, "
+            "boolean or null"
+        )
+    if isinstance(value, int) and abs(value) > _LARGEST_INT:
+        raise MessageError(f"{where} is a number too large for a 64-bit float")
+
+
+def _check_rows_limit(count: int, max_rows: int, what: str) -> None:
+    if count > max_rows:
+        raise MessageError(
+            f"too many rows in {what}: {count}, the limit is {max_rows} per request; "
+            "split the rows into several requests"
+        )
+
+
+def check_data(data: Any, *, max_rows: int, what: str = "data") -> int:
+    """Check a ``data`` object (``names`` + ``ndarray`` or ``tensor``).
+
+    Args:
+        data: The value of the ``data`` key.
+        max_rows: Most rows accepted.
+        what: How to call it in messages.
+
+    Returns:
+        The number of rows.
+
+    Raises:
+        MessageError: Wrong types, ragged or nested arrays, a tensor whose shape does
+            not match its values, an unsupported encoding, no rows, or too many rows.
+    """
+    if not isinstance(data, Mapping):
+        raise MessageError(f"{what} must be an object, got a JSON {_kind(data)}; {SUPPORTED_HINT}")
+    check_names(data.get("names"), f"{what}.names")
+    encodings = [key for key in ("ndarray", "tensor", "tftensor") if key in data]
+    if not encodings:
+        raise MessageError(f"{what} holds no 'ndarray' or 'tensor'; {SUPPORTED_HINT}")
+    if len(encodings) > 1:
+        raise MessageError(f"{what} holds {encodings}: send exactly one of them")
+    if encodings[0] == "tftensor":
+        raise MessageError(f"{what}.tftensor is not supported; {SUPPORTED_HINT}")
+    if encodings[0] == "tensor":
+        rows = _check_tensor(data["tensor"], f"{what}.tensor")
+    else:
+        rows = _check_ndarray(data["ndarray"], f"{what}.ndarray")
+    if rows == 0:
+        raise MessageError(f"empty input: {what} holds no rows to predict")
+    _check_rows_limit(rows, max_rows, what)
+    return rows
+
+
+def _check_ndarray(array: Any, what: str) -> int:
+    if not isinstance(array, list):
+        raise MessageError(f"{what} must be an array of rows, got a JSON {_kind(array)}")
+    if not array:
+        return 0
+    if all(not isinstance(item, list) for item in array):
+        for j, value in enumerate(array):
+            _check_scalar(value, f"{what}[{j}]")
+        return 1
+    width = None
+    for i, row in enumerate(array):
+        if not isinstance(row, list):
+            raise MessageError(
+                f"{what}[{i}] is a JSON {_kind(row)}; a 2-D ndarray holds one array per row"
+            )
+        if width is None:
+            width = len(row)
+        elif len(row) != width:
+            raise MessageError(
+                f"{what} has rows of different lengths: row 0 has {width} values, "
+                f"row {i} has {len(row)}"
+            )
+        for j, value in enumerate(row):
+            if isinstance(value, list):
+                raise MessageError(
+                    f"{what}[{i}][{j}] is an array: ndarray must be a 2-D array of rows "
+                    "(one value per column)"
+                )
+            _check_scalar(value, f"{what}[{i}][{j}]")
+    return len(array) if width else 0
+
+
+def _check_tensor(tensor: Any, what: str) -> int:
+    if not isinstance(tensor, Mapping):
+        raise MessageError(f"{what} must be an object, got a JSON {_kind(tensor)}")
+    shape, values = tensor.get("shape"), tensor.get("values")
+    if (
+        not isinstance(shape, list)
+        or not shape
+        or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)
+    ):
+        raise MessageError(f"{what}.shape must be a non-empty array of non-negative integers")
+    if len(shape) > 2:
+        raise MessageError(
+            f"{what}.shape is {shape}: expected [rows, columns] (a 2-D tensor of rows)"
+        )
+    if not isinstance(values, list):
+        raise MessageError(f"{what}.values must be an array of numbers")
+    bad = [i for i, v in enumerate(values) if isinstance(v, bool) or not isinstance(v, int | float)]
+    if bad:
+        raise MessageError(
+            f"{what}.values must hold numbers; position {bad[0]} is a JSON {_kind(values[bad[0]])}"
+        )
+    for i, value in enumerate(values):
+        _check_scalar(value, f"{what}.values[{i}]")
+    if math.prod(shape) != len(values):
+        raise MessageError(
+            f"{what}.shape {shape} needs {math.prod(shape)} values, got {len(values)}"
+        )
+    if not values:
+        return 0
+    return shape[0] if len(shape) == 2 else 1
+
+
+def check_json_data(payload: Any, *, max_rows: int, what: str = "jsonData") -> int:
+    """Check ``jsonData``: one record (an object) or an array of records.
+
+    Returns:
+        The number of rows.
+
+    Raises:
+        MessageError: Not records, nested values, no rows, or too many rows.
+    """
+    records = [payload] if isinstance(payload, Mapping) else payload
+    if not isinstance(records, list):
+        raise MessageError(
+            f"{what} must be a record (an object) or an array of records, got a JSON "
+            f"{_kind(payload)}"
+        )
+    if not records:
+        raise MessageError(f"empty input: {what} holds no records to predict")
+    _check_rows_limit(len(records), max_rows, what)
+    for i, record in enumerate(records):
+        if not isinstance(record, Mapping):
+            raise MessageError(
+                f"{what}[{i}] is a JSON {_kind(record)}; every row must be an object "
+                "{column: value}"
+            )
+        for key, value in record.items():
+            _check_scalar(value, f"{what}[{i}].{key}")
+    return len(records)
+
+
+def check_prediction_message(body: Any, *, max_rows: int) -> int:
+    """Check a prediction request before the wrapper converts it.
+
+    Args:
+        body: The parsed JSON body.
+        max_rows: Most rows accepted per request.
+
+    Returns:
+        The number of rows.
+
+    Raises:
+        MessageError: See :func:`check_data` and :func:`check_json_data`; also a body
+            that is not an object, no payload, several payloads, and ``strData``,
+            ``binData`` or ``customData`` payloads.
+    """
+    if not isinstance(body, Mapping):
+        raise MessageError(
+            f"the request must be a JSON object (a Seldon message), got a JSON {_kind(body)}; "
+            f"{SUPPORTED_HINT}"
+        )
+    check_meta(body.get("meta"))
+    payloads = [key for key in PAYLOAD_KEYS if key in body]
+    if not payloads:
+        raise MessageError(f"the request holds no payload (keys: {sorted(body)}); {SUPPORTED_HINT}")
+    if len(payloads) > 1:
+        raise MessageError(f"the request holds several payloads {payloads}: send exactly one")
+    if payloads[0] == "data":
+        return check_data(body["data"], max_rows=max_rows)
+    if payloads[0] == "jsonData":
+        return check_json_data(body["jsonData"], max_rows=max_rows)
+    raise MessageError(f"{payloads[0]} payloads are not supported; {SUPPORTED_HINT}")
+
+
+def check_feedback_message(body: Any, *, max_rows: int) -> None:
+    """Check a feedback message before the wrapper converts it.
+
+    ``request.data`` (the rows that were predicted) and ``truth.data`` (their labels)
+    are optional, as in Seldon, but when present they must be well formed.
+
+    Raises:
+        MessageError: If a part has the wrong type or shape.
+    """
+    if not isinstance(body, Mapping):
+        raise MessageError(
+            f"feedback must be a JSON object with 'request' and 'truth', got a JSON {_kind(body)}"
+        )
+    for part in ("request", "response", "truth"):
+        message = body.get(part)
+        if message is None:
+            continue
+        if not isinstance(message, Mapping):
+            raise MessageError(f"feedback.{part} must be an object, got a JSON {_kind(message)}")
+        check_meta(message.get("meta"), f"feedback.{part}.meta")
+        if part != "response" and "jsonData" in message:
+            raise MessageError(
+                f"feedback.{part} must carry its rows in data (names + ndarray), not jsonData"
+            )
+        if part != "response" and "data" in message:
+            check_data(message["data"], max_rows=max_rows, what=f"feedback.{part}.data")
+    reward = body.get("reward")
+    if reward is not None and (isinstance(reward, bool) or not isinstance(reward, int | float)):
+        raise MessageError(f"feedback.reward must be a number, got a JSON {_kind(reward)}")
+
+
+def records_frame(records: Any, expected: Sequence[str]) -> pd.DataFrame:
+    """Turn ``jsonData`` records into a frame whose columns follow *expected*.
+
+    Args:
+        records: One record or a list of records (already checked, or from gRPC).
+        expected: The schema's feature names, in order.
+
+    Returns:
+        A frame with exactly the expected columns, in order.
+
+    Raises:
+        MessageError: If the records are malformed or a record lacks a column or has one
+            the model does not take.
+    """
+    rows = [records] if isinstance(records, Mapping) else records
+    if not isinstance(rows, list) or not all(isinstance(r, Mapping) for r in rows):
+        raise MessageError(
+            "jsonData must be a record (an object) or an array of records {column: value}"
+        )
+    wanted = list(expected)
+    known = set(wanted)
+    for i, record in enumerate(rows):
+        missing = [name for name in wanted if name not in record]
+        extra = [name for name in record if name not in known]
+        if missing or extra:
+            problems = []
+            if missing:
+                problems.append(f"missing columns {missing[:_MAX_SHOWN]}")
+            if extra:
+                problems.append(f"unexpected columns {extra[:_MAX_SHOWN]}")
+            raise MessageError(f"jsonData[{i}]: {' and '.join(problems)}; the model takes {wanted}")
+        for key, value in record.items():
+            _check_scalar(value, f"jsonData[{i}].{key}")
+    return pd.DataFrame.from_records(rows, columns=wanted)
+
+
+def check_cells(array: np.ndarray, what: str = "data") -> None:
+    """Refuse object arrays holding anything but scalars (gRPC ``ndarray`` of structs).
+
+    Raises:
+        MessageError: On the first non-scalar cell.
+    """
+    if array.dtype != object:
+        return
+    for index, value in np.ndenumerate(array):
+        if not isinstance(value, _SCALARS):
+            raise MessageError(
+                f"{what}{list(index)} is a JSON {_kind(value)}; every value must be a number, "
+                "string, boolean or null"
+            )
