@@ -113,24 +113,22 @@ def train_gate_register(
             evaluation=evaluated.outputs["evaluation"],
             explanation=explained.outputs["explanation"],
             dataset=dataset,
+            gate=gated.outputs["decision"],
             registry_uri=registry_uri,
             model_name=model_name,
             config=best.outputs["Output"],
-            gate_passed=gated.outputs["passed"],
-            gate_reason=gated.outputs["reason"],
-            parent_version=gated.outputs["champion_version"],
             run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
             seed=seed,
             engineer=engineer,
         )
     )
-    with dsl.If(gated.outputs["decision"] == "promote", name="gate-passed"):
+    with dsl.If(gated.outputs["Output"] == "promote", name="gate-passed"):
         promoted = side_effect(
             promote_model(
                 registry_uri=registry_uri,
                 model_name=model_name,
                 version=registered.output,
-                reason=gated.outputs["reason"],
+                gate=gated.outputs["decision"],
             )
         )
         deployed = side_effect(

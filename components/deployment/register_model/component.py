@@ -15,12 +15,10 @@ def register_model(
     evaluation: Input[Artifact],
     explanation: Input[Artifact],
     dataset: Input[Dataset],
+    gate: Input[Artifact],
     registry_uri: str,
     model_name: str,
     config: str,
-    gate_passed: bool,
-    gate_reason: str,
-    parent_version: str = "",
     run_id: str = "",
     seed: int = 0,
     engineer: bool = True,
@@ -40,10 +38,9 @@ def register_model(
         dataset: The ingested raw data; its URI and digest go into the lineage.
         registry_uri: The model registry (``s3://bucket/prefix`` or a local directory).
         model_name: Registered model name.
+        gate: The gate's decision (JSON): verdict, reason, and the champion it was
+            compared with, which becomes the parent version.
         config: The model configuration (JSON).
-        gate_passed: The gate's verdict.
-        gate_reason: The gate's reason.
-        parent_version: The champion the challenger was compared with ("" if none).
         run_id: The pipeline run that produced the version.
         seed: The run's seed.
         engineer: Whether engineered features were used.
@@ -67,6 +64,7 @@ def register_model(
         shutil.copyfile(reference.path, root / layout.REFERENCE_FILE)
         shutil.copyfile(explanation.path, root / layout.EXPLANATION_FILE)
         result = json.loads(Path(evaluation.path).read_text())
+        verdict = json.loads(Path(gate.path).read_text())
         (root / layout.METRICS_FILE).write_text(json.dumps(result, indent=2, sort_keys=True))
         lineage = Lineage(
             dataset_uri=str(dataset.metadata.get("source", dataset.uri)),
@@ -75,11 +73,11 @@ def register_model(
                 "model_config": json.loads(config),
                 "seed": seed,
                 "engineer_features": engineer,
-                "gate_passed": gate_passed,
-                "gate_reason": gate_reason,
+                "gate_passed": bool(verdict["passed"]),
+                "gate_reason": str(verdict["reason"]),
             },
             code_version=code_version(),
-            parent_version=parent_version or None,
+            parent_version=verdict.get("champion_version") or None,
             run_id=run_id,
         )
         manifest = Registry(Store(), registry_uri).register(

@@ -1,7 +1,5 @@
 """Gate: the challenger against the current champion on the same holdout."""
 
-from typing import NamedTuple
-
 from kfp import dsl
 from kfp.dsl import Artifact, Dataset, Input, Markdown, Model, Output
 
@@ -16,6 +14,7 @@ def gate_model(
     registry_uri: str,
     model_name: str,
     verdict: Output[Markdown],
+    decision: Output[Artifact],
     primary_metric: str = "roc_auc",
     min_primary_metric: float = 0.7,
     min_improvement: float = 0.0,
@@ -23,7 +22,7 @@ def gate_model(
     bootstrap_rounds: int = 500,
     first_model: str = "accept_if_thresholds",
     seed: int = 0,
-) -> NamedTuple("GateOutputs", decision=str, passed=bool, reason=str, champion_version=str):
+) -> str:
     """Decide whether the challenger may replace the champion.
 
     Absolute threshold first, then the minimum improvement over the champion, then a
@@ -36,6 +35,8 @@ def gate_model(
         registry_uri: The model registry (``s3://bucket/prefix``).
         model_name: Registered model name.
         verdict: The decision and its reason as Markdown.
+        decision: The decision as JSON (passed, reason, champion version, metrics), read by
+            the register and promote steps.
         primary_metric: The compared metric (e.g. ``roc_auc``, ``f1``, ``rmse``).
         min_primary_metric: Absolute floor (ceiling for error metrics) of the primary metric.
         min_improvement: Improvement over the champion the challenger must exceed.
@@ -45,13 +46,19 @@ def gate_model(
         seed: Bootstrap seed.
 
     Returns:
-        decision (``promote`` or ``reject``, the string a ``dsl.If`` tests), passed, a
-        one-sentence reason, and the champion's version ("" if none).
+        ``promote`` or ``reject``: the single output a ``dsl.If`` tests. (kfp.local 2.17
+        resolves only outputs named ``Output`` in conditions, so the details travel in
+        the ``decision`` artifact rather than as named outputs.)
     """
     import tempfile
-    from collections import namedtuple
 
-    from closedloop.components._runtime import load_joblib, read_frame, read_schema, write_text
+    from closedloop.components._runtime import (
+        load_joblib,
+        read_frame,
+        read_schema,
+        write_json,
+        write_text,
+    )
 
     from closedloop.ml.gate import GatePolicy, gate
     from closedloop.ml.schema import InputSchema
@@ -82,15 +89,13 @@ def gate_model(
         first_model=first_model,  # type: ignore[arg-type]
         seed=seed,
     )
-    decision = gate(policy, encode_target(rows[spec.target], spec), challenger, champion_scores)
+    decision_record = gate(
+        policy, encode_target(rows[spec.target], spec), challenger, champion_scores
+    )
     champion_version = pointer.version if pointer else ""
     title = f"# Gate: challenger vs champion {champion_version or '(none)'}\n\n"
-    write_text(title + decision.to_markdown(), verdict)
-    print(f"gate {'PASSED' if decision.passed else 'REJECTED'}: {decision.reason}")
-    outputs = namedtuple("GateOutputs", ["decision", "passed", "reason", "champion_version"])
-    return outputs(
-        "promote" if decision.passed else "reject",
-        decision.passed,
-        decision.reason,
-        champion_version,
-    )
+    write_text(title + decision_record.to_markdown(), verdict)
+    print(f"gate {'PASSED' if decision_record.passed else 'REJECTED'}: {decision_record.reason}")
+    write_json({**decision_record.to_dict(), "champion_version": champion_version}, decision)
+    decision.metadata["passed"] = decision_record.passed
+    return "promote" if decision_record.passed else "reject"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import typer
 
+from closedloop.cli import demo as demo_commands
 from closedloop.cli import run as run_commands
+from closedloop.cli import serve as serve_commands
 from closedloop.cli import sidecar as sidecar_commands
 from closedloop.cli import submit as submit_commands
 from closedloop.cli import trigger as trigger_commands
@@ -19,9 +21,11 @@ app = typer.Typer(
 )
 app.add_typer(s3_app, name="s3")
 run_commands.register(app)
+serve_commands.register(app)
 submit_commands.register(app)
 sidecar_commands.register(app)
 trigger_commands.register(app)
+demo_commands.register(app)
 
 
 @app.command()

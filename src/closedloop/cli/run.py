@@ -10,15 +10,9 @@ import typer
 
 from closedloop import config
 from closedloop.cli._common import console, err_console, one_line_errors
-from closedloop.errors import ClosedLoopError
+from closedloop.pipelines.params import ParameterError
 
 data_app = typer.Typer(help="Generate demo data.", no_args_is_help=True)
-
-_COERCE = {"String": str, "Integer": int, "Float": float}
-
-
-class BadParameterError(ClosedLoopError):
-    """A ``--param`` that the pipeline does not take, or of the wrong type."""
 
 
 def pipeline_parameters(name: str) -> dict[str, tuple[str, Any]]:
@@ -34,29 +28,16 @@ def pipeline_parameters(name: str) -> dict[str, tuple[str, Any]]:
 
 def parse_params(name: str, pairs: list[str]) -> dict[str, Any]:
     """Turn ``key=value`` strings into typed pipeline arguments."""
-    known = pipeline_parameters(name)
-    out: dict[str, Any] = {}
+    from closedloop.pipelines.params import ParameterError, coerce, types_of_function
+    from closedloop.pipelines.registry import get
+
+    raw: dict[str, str] = {}
     for pair in pairs:
-        key, sep, raw = pair.partition("=")
+        key, sep, value = pair.partition("=")
         if not sep:
-            raise BadParameterError(f"--param {pair!r}: write it as key=value")
-        if key not in known:
-            raise BadParameterError(
-                f"pipeline {name!r} has no parameter {key!r}; it takes: {', '.join(sorted(known))}"
-            )
-        kind = known[key][0]
-        try:
-            if kind == "Boolean":
-                if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(raw)
-                out[key] = raw.lower() in ("true", "1", "yes")
-            else:
-                out[key] = _COERCE.get(kind, str)(raw)  # type: ignore[misc]
-        except ValueError as exc:
-            raise BadParameterError(
-                f"--param {key}={raw!r}: expected {kind.lower().replace('_', ' ')}"
-            ) from exc
-    return out
+            raise ParameterError(f"--param {pair!r}: write it as key=value")
+        raw[key] = value
+    return coerce(raw, types_of_function(get(name)), f"pipeline {name!r}")
 
 
 def register(app: typer.Typer) -> None:
@@ -106,9 +87,7 @@ def register(app: typer.Typer) -> None:
         ):
             if value is not None:
                 if key not in known:
-                    raise BadParameterError(
-                        f"pipeline {pipeline!r} takes no {key.replace('_', '-')}"
-                    )
+                    raise ParameterError(f"pipeline {pipeline!r} takes no {key.replace('_', '-')}")
                 arguments[key] = value
         ensure_s3 = any(str(v).startswith("s3://") for v in arguments.values()) or any(
             str(d).startswith("s3://") for _, d in known.values() if d is not None

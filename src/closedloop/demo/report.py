@@ -9,6 +9,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -82,19 +83,30 @@ def _png(fig: object) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def _marks(ax: object, events: Sequence[Event], t0: float) -> None:
-    styles = {
-        "alarm": ("#c0392b", "--"),
-        "run": ("#8e44ad", ":"),
-        "promotion": ("#27ae60", "-"),
-        "swap": ("#16a085", "-."),
-    }
+# p-values of a strongly drifted window underflow towards 1e-300; the plot clips them.
+P_FLOOR = 1e-30
+_STYLES = {
+    "alarm": ("#c0392b", "--", "trigger fired"),
+    "run": ("#8e44ad", ":", "retraining run"),
+    "promotion": ("#27ae60", "-", "promotion"),
+    "swap": ("#16a085", "-.", "server swapped version"),
+}
+
+
+def _marks(ax: Any, events: Sequence[Event], t0: float) -> None:
+    labelled: set[str] = set()
     for event in events:
-        if event.kind in styles:
-            color, style = styles[event.kind]
+        if event.kind in _STYLES:
+            color, style, label = _STYLES[event.kind]
+            first = label not in labelled
+            labelled.add(label)
             ax.axvline(
-                event.at - t0, color=color, linestyle=style, linewidth=1.2, label=event.label
-            )  # type: ignore[attr-defined]
+                event.at - t0,
+                color=color,
+                linestyle=style,
+                linewidth=1.2,
+                label=label if first else None,
+            )
 
 
 def write_report(
@@ -121,7 +133,7 @@ def write_report(
         rows = [w for w in windows if w.version == version]
         ax.scatter(
             [w.at - t0 for w in rows],
-            [max(w.min_p_value, 1e-300) for w in rows],
+            [max(w.min_p_value, P_FLOOR) for w in rows],
             color=colors[version],
             marker="o",
             label=f"windows of {version}",
@@ -130,7 +142,7 @@ def write_report(
         drifted = [w for w in rows if w.drift]
         ax.scatter(
             [w.at - t0 for w in drifted],
-            [max(w.min_p_value, 1e-300) for w in drifted],
+            [max(w.min_p_value, P_FLOOR) for w in drifted],
             facecolors="none",
             edgecolors="#c0392b",
             s=140,
@@ -141,10 +153,10 @@ def write_report(
         p_value, color="black", linestyle="--", linewidth=1, label=f"policy p-value {p_value:g}"
     )
     ax.set_yscale("log")
-    ax.set_ylabel("smallest feature p-value")
+    ax.set_ylabel(f"smallest feature p-value (floor {P_FLOOR:g})")
     ax.set_xlabel("seconds since start")
     _marks(ax, events, t0)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title("Drift per window (red rings: drifted)")
     fig.tight_layout()
     drift_png = _png(fig)
@@ -162,7 +174,7 @@ def write_report(
     ax.set_ylabel("ROC AUC per 500 rows")
     ax.set_xlabel("seconds since start")
     _marks(ax, events, t0)
-    ax.legend(fontsize=7, loc="lower left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title("Quality on live traffic, by serving model version")
     fig.tight_layout()
     quality_png = _png(fig)

@@ -56,6 +56,21 @@ class RunRequest:
     arguments: Mapping[str, Any]
 
 
+def typed_arguments(request: RunRequest, types: Mapping[str, str]) -> dict[str, Any]:
+    """Convert ``--pipeline-arg`` strings to the types the pipeline declares.
+
+    Raises:
+        BackendRejectedError: An argument the pipeline does not take or of the wrong type
+            (retrying cannot help).
+    """
+    from closedloop.pipelines.params import ParameterError, coerce
+
+    try:
+        return coerce(request.arguments, types, f"pipeline of {request.run_name}")
+    except ParameterError as exc:
+        raise BackendRejectedError(str(exc)) from exc
+
+
 class Backend(Protocol):
     """What the trigger needs from a place that runs pipelines."""
 
@@ -213,8 +228,16 @@ class KfpBackend:
         runs = [r for r in (response.runs or []) if r.display_name == run_name]
         return runs[0].run_id if runs else None
 
+    def parameter_types(self) -> dict[str, str]:
+        """The package's root parameters and their KFP types."""
+        from closedloop.pipelines.params import types_of_package
+
+        return types_of_package(self.package)
+
     def submit(self, request: RunRequest) -> str:
         """Create the run from the compiled package."""
+        arguments = typed_arguments(request, self.parameter_types())
+        request = RunRequest(request.run_name, arguments)
         client = self.client()
         result = self._call(
             "create a run on",
@@ -289,8 +312,15 @@ class LocalBackend:
         with self._lock:
             return run_name if run_name in self._states else None
 
+    def parameter_types(self) -> dict[str, str]:
+        """The pipeline function's parameters and their KFP types."""
+        from closedloop.pipelines.params import types_of_function
+
+        return types_of_function(self.pipeline)
+
     def submit(self, request: RunRequest) -> str:
         """Queue the run for the worker; its id is its name."""
+        request = RunRequest(request.run_name, typed_arguments(request, self.parameter_types()))
         with self._lock:
             if request.run_name not in self._states:
                 self._states[request.run_name] = "running"

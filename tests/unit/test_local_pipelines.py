@@ -1,0 +1,41 @@
+"""The log tap behind local runs: task events and the failing task's own error line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from closedloop.local.pipelines import TaskEvent, _LogTap
+
+LOG = """\x1b[36m12:00:00.000 - INFO - Executing task \x1b[96m'ingest-data'\x1b[0m
+12:00:01.000 - INFO - Task 'ingest-data' finished with status \x1b[92mSUCCESS\x1b[0m
+12:00:01.100 - INFO - Executing task 'validate-data'
+    Traceback (most recent call last):
+      File "x.py", line 1, in <module>
+    ValueError: data validation failed for s3://b/raw.csv: column 'amount' is 40% missing
+12:00:02.000 - ERROR - Task 'validate-data' finished with status FAILURE
+    RuntimeError: Pipeline 'closedloop-training' finished with status FAILURE
+12:00:02.100 - INFO - Skipping conditional task condition-2 (condition evaluated to False)
+"""
+
+
+def test_events_and_the_root_cause_are_extracted(tmp_path: Path) -> None:
+    events: list[TaskEvent] = []
+    tap = _LogTap(tmp_path / "run.log", events.append)
+    # Written in odd chunks, as a stream would deliver it.
+    for start in range(0, len(LOG), 7):
+        tap.write(LOG[start : start + 7])
+    tap.close()
+    assert [(e.task, e.status) for e in events] == [
+        ("ingest-data", "started"),
+        ("ingest-data", "succeeded"),
+        ("validate-data", "started"),
+        ("validate-data", "failed"),
+        ("condition-2", "skipped"),
+    ]
+    assert tap.failed_task == "validate-data"
+    # The task's own error wins over the orchestrator's generic one after it.
+    assert (
+        tap.last_error
+        == "ValueError: data validation failed for s3://b/raw.csv: column 'amount' is 40% missing"
+    )
+    assert (tmp_path / "run.log").read_text() == LOG
