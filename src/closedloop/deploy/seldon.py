@@ -497,6 +497,8 @@ def _model_container(config: SeldonDeploymentConfig, version: str) -> dict[str, 
             {"name": "GUNICORN_THREADS", "value": "1"},
             # XGBoost's OpenMP threads collapse under CPU contention: scale with workers.
             {"name": "OMP_NUM_THREADS", "value": "1"},
+            # Keep custom metrics on /prometheus, out of every response body.
+            {"name": "INCLUDE_METRICS_IN_CLIENT_RESPONSE", "value": "false"},
             # gunicorn keeps its control socket under $HOME; the root filesystem is read-only.
             {"name": "HOME", "value": "/tmp"},
             *_s3_env(config.s3),
