@@ -16,7 +16,7 @@ from closedloop.components.training.propose_candidates.component import propose_
 from closedloop.components.training.select_best_candidate.component import select_best_candidate
 from closedloop.components.training.train_candidate.component import train_candidate
 from closedloop.components.training.train_model.component import train_model
-from closedloop.pipelines._cluster import network_bound, side_effect
+from closedloop.pipelines._cluster import network_bound, side_effect, with_s3
 from kfp import dsl
 from kfp.dsl.pipeline_channel import PipelineChannel
 
@@ -49,7 +49,8 @@ def train_gate_register(
     through exactly the same validation, cleaning, features, tuning, evaluation,
     gate and registration as the first one.
     """
-    checked = network_bound(
+    # S3 access (schema_uri) but no retry: a data problem fails the same way every time.
+    checked = with_s3(
         validate_data(
             dataset=dataset,
             target=target,

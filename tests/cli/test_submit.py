@@ -121,7 +121,7 @@ def test_auth_failure_is_one_line(kfp_api: str) -> None:
         (("nope", "--host", "http://127.0.0.1:9"), "unknown pipeline 'nope'"),
         (
             ("training", "--host", "http://127.0.0.1:9", "--param", "n_candidates=many"),
-            "expected integer",
+            "expects integer",
         ),
         (
             ("training", "--host", "http://127.0.0.1:9", "--param", "bogus=1"),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import sys
 from collections.abc import Callable
 
 import typer
@@ -11,10 +10,8 @@ from rich.console import Console
 
 from closedloop.errors import ClosedLoopError
 
-# Bound to the real streams now: local pipeline runs redirect sys.stdout/sys.stderr into
-# their log file, and progress must still reach the terminal.
-console = Console(soft_wrap=True, file=sys.stdout)
-err_console = Console(soft_wrap=True, file=sys.stderr)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def one_line_errors[**P, R](func: Callable[P, R]) -> Callable[P, R]:

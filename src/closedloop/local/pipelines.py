@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -132,10 +133,14 @@ def run_pipeline(
     log_file = root / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}.log"
     run = PipelineRun(pipeline=name, root=root, log_file=log_file)
 
+    real_out, real_err = sys.stdout, sys.stderr
+
     def record(event: TaskEvent) -> None:
         run.events.append(event)
         if on_event is not None:
-            on_event(event)
+            # The run's output goes to its log; progress goes where the caller's did.
+            with contextlib.redirect_stdout(real_out), contextlib.redirect_stderr(real_err):
+                on_event(event)
 
     local.init(
         runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root), raise_on_error=True

@@ -104,7 +104,9 @@ def ingest(
     store = store or Store()
     loc = Location.parse(source)
     try:
-        if store.exists(str(loc)):
+        # A key ending in "/" names a prefix: S3 (and SeaweedFS) may also hold an empty
+        # "folder marker" object under it, which must not be read as the data file.
+        if not source.endswith("/") and store.exists(str(loc)):
             files = [str(loc)]
             root = str(loc).rsplit("/", 1)[0]
         else:
@@ -136,7 +138,12 @@ def ingest(
         if set(frame.columns) != columns:
             diff = sorted(columns.symmetric_difference(frame.columns))
             raise IngestError(f"partition {uri} has different columns from {files[0]}: {diff}")
-    frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    try:
+        frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    except (TypeError, ValueError) as exc:
+        raise IngestError(
+            f"the partitions under {source} do not share column types: {exc}"
+        ) from exc
     if frame.empty:
         raise IngestError(f"{source} holds no rows")
     return IngestResult(frame=frame, source=source, files=tuple(files), sha256=digest.hexdigest())
