@@ -51,6 +51,9 @@ class FakeKfp(BaseHTTPRequestHandler):
             self._send(type(self).status, {"error": "denied", "code": 16, "message": "denied"})
         elif self.path.startswith("/apis/v2beta1/experiments"):
             self._send(200, {"experiment_id": "exp-1", "display_name": body.get("display_name")})
+        elif self.path.startswith("/apis/v2beta1/recurringruns"):
+            type(self).runs.append(body)
+            self._send(200, {"recurring_run_id": "job-7", "display_name": body.get("display_name")})
         elif self.path.startswith("/apis/v2beta1/runs"):
             type(self).runs.append(body)
             self._send(
@@ -104,6 +107,22 @@ def test_submit_compiles_and_creates_a_run(kfp_api: str) -> None:
         "data_uri": "s3://data/train.csv",
         "n_candidates": 3,
     }
+
+
+def test_cron_creates_a_recurring_retraining_run(kfp_api: str) -> None:
+    result = run(
+        "retraining", "--host", kfp_api, "--cron", "0 0 3 * * *",
+        "--param", "reference_uri=s3://closedloop/data/reference.parquet",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "recurring run (0 0 3 * * *) job-7" in result.stdout
+    (body,) = FakeKfp.runs
+    assert body["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * *"
+    assert body["max_concurrency"] == "1" or body["max_concurrency"] == 1
+    assert (
+        body["runtime_config"]["parameters"]["reference_uri"]
+        == "s3://closedloop/data/reference.parquet"
+    )
 
 
 def test_auth_failure_is_one_line(kfp_api: str) -> None:
