@@ -30,13 +30,18 @@ def pipelines() -> dict[str, Callable[..., Any]]:
     }
 
 
+# Other names people use for a pipeline (not compiled twice).
+ALIASES = {"inference": "batch-inference"}
+
+
 def get(name: str) -> Callable[..., Any]:
-    """Return the pipeline registered as *name*.
+    """Return the pipeline registered as *name* (or one of its :data:`ALIASES`).
 
     Raises:
         UnknownPipelineError: With the list of known names.
     """
     known = pipelines()
+    name = ALIASES.get(name, name)
     if name not in known:
         raise UnknownPipelineError(
             f"unknown pipeline {name!r}: choose one of {', '.join(sorted(known))}"

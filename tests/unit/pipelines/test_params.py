@@ -52,3 +52,7 @@ def test_function_and_compiled_package_agree_on_every_pipeline() -> None:
 def test_unknown_pipeline_lists_the_known_ones() -> None:
     with pytest.raises(UnknownPipelineError, match=r"choose one of .*training"):
         get("nope")
+
+
+def test_inference_is_an_alias_of_batch_inference() -> None:
+    assert get("inference") is get("batch-inference")
