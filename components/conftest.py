@@ -16,7 +16,7 @@ import io
 import json
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,6 @@ from kfp import dsl, local
 from closedloop.data import DEFAULT_TARGET, generate_transactions
 from closedloop.local.s3 import LocalS3
 from closedloop.ml.schema import InputSchema, infer_schema
-from closedloop.storage import Store
 
 TARGET = DEFAULT_TARGET
 
@@ -200,33 +199,7 @@ def _uri(uri: Any) -> Any:
 
 
 # -- S3 -------------------------------------------------------------------------------
-# tests/conftest.py holds the same fixture for tests/; conftest fixtures are scoped to
-# their directory, so the component tests start their own SeaweedFS (once per session).
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS3]:
-    """One real SeaweedFS (S3 gateway on 127.0.0.1, free ports) for the component tests."""
-    server = LocalS3(tmp_path_factory.mktemp("seaweedfs-components"), buckets=("closedloop",))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture()
-def s3_store(s3_server: LocalS3) -> Store:
-    """A :class:`Store` on the session's SeaweedFS."""
-    return s3_server.store()
-
-
-@pytest.fixture()
-def bucket(s3_store: Store) -> str:
-    """A fresh, empty bucket for one test."""
-    name = f"t-{uuid.uuid4().hex[:12]}"
-    s3_store.ensure_bucket(name)
-    return name
-
-
+# s3_server, s3_store and bucket come from the repository's root conftest.py.
 @pytest.fixture()
 def s3_env(s3_server: LocalS3, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """Point ``Store()`` (what the components construct) at the session's SeaweedFS."""

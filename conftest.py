@@ -1,4 +1,8 @@
-"""Shared fixtures: a real SeaweedFS S3 server for the whole session."""
+"""Fixtures every test tree shares (tests/, components/, pipelines/): one real SeaweedFS.
+
+It lives at the repository root so that the component tests and the rest share one S3
+server per session instead of starting one each.
+"""
 
 from __future__ import annotations
 
