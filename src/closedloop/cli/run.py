@@ -98,6 +98,7 @@ def register(app: typer.Typer) -> None:
             ensure_local_s3()
         done: list[str] = []
         started = time.monotonic()
+        started_at = time.time()
         with err_console.status(f"{pipeline}: starting…") as status:
 
             def show(event: TaskEvent) -> None:
@@ -121,7 +122,7 @@ def register(app: typer.Typer) -> None:
             f"[green]{pipeline} finished[/] in {time.monotonic() - started:.0f}s; log: {run.log_file}"
         )
         defaults = {k: d for k, (_, d) in known.items() if d is not None}
-        _print_outcome(pipeline, {**defaults, **arguments}, run.root, run.log_file)
+        _print_outcome(pipeline, {**defaults, **arguments}, run.root, started_at)
 
     @data_app.command("generate")
     @one_line_errors
@@ -176,21 +177,13 @@ def register(app: typer.Typer) -> None:
         console.print(f"wrote {len(frame)} rows to {out}")
 
 
-def _print_outcome(pipeline: str, arguments: dict[str, Any], root: Path, log_file: Path) -> None:
+def _print_outcome(pipeline: str, arguments: dict[str, Any], root: Path, started_at: float) -> None:
     """Say which version was registered, whether it was promoted, and where the reports are."""
-    reports = sorted(
-        p
-        for p in root.rglob("*")
-        if p.is_file()
-        and p.name
-        in {"report", "chart", "verdict", "comparison", "leaderboard", "record", "summary"}
-    )
-    newest = {
-        p.parent.name + "/" + p.name: p for p in sorted(reports, key=lambda p: p.stat().st_mtime)
-    }
-    for key, path in sorted(newest.items()):
-        if path.stat().st_mtime >= log_file.stat().st_ctime - 1:
-            console.print(f"  report {key}: {path}")
+    names = {"report", "chart", "verdict", "comparison", "leaderboard", "record", "summary"}
+    for path in sorted(root.rglob("*")):
+        # Only this run's reports: kfp.local keeps every earlier run under the same root.
+        if path.is_file() and path.name in names and path.stat().st_mtime >= started_at:
+            console.print(f"  report {path.parent.name}/{path.name}: {path}")
     registry_uri, model_name = arguments.get("registry_uri"), arguments.get("model_name")
     if pipeline not in ("training", "retraining") or registry_uri is None or model_name is None:
         return
