@@ -76,8 +76,12 @@ checkov: install ## checkov on the rendered overlays and the Dockerfiles (own ve
 	.venv-checkov/bin/pip install --quiet "checkov==3.2.*"
 	mkdir -p build/checkov
 	for o in dev prod; do $(VENV)/bin/kubectl kustomize manifests/overlays/$$o > build/checkov/$$o.yaml || exit 1; done
-	.venv-checkov/bin/checkov --quiet --compact -d build/checkov --framework kubernetes
-	.venv-checkov/bin/checkov --quiet --compact -d images --framework dockerfile
+	# Accepted, with reasons (docs/kubernetes.md): CKV_K8S_43 digests exist only after a
+	# registry push (tags are immutable releases); CKV_K8S_35 boto3 reads credentials from
+	# env, sourced only from a Secret; CKV_K8S_15 IfNotPresent with immutable tags.
+	BC_SKIP_MAPPING=TRUE .venv-checkov/bin/checkov --quiet --compact -d build/checkov --framework kubernetes \
+	  --skip-check CKV_K8S_43,CKV_K8S_35,CKV_K8S_15
+	BC_SKIP_MAPPING=TRUE .venv-checkov/bin/checkov --quiet --compact -d images --framework dockerfile
 
 manifests: install ## Regenerate manifests/base/seldondeployment.yaml from the typed builder
 	$(VENV)/bin/python -m closedloop.deploy.seldon > manifests/base/seldondeployment.yaml
