@@ -13,7 +13,7 @@ PYTEST_ARGS  ?=
 IMAGE_REGISTRY ?= ghcr.io/closedloop
 IMAGE_TAG      ?= 0.1.0
 
-.PHONY: help install lock lint format test test-fast test-k8s compile manifests images checkov demo bench wheel clean s3-up s3-down
+.PHONY: help install lock lint format test test-fast test-k8s compile manifests images checkov demo bench bench-training wheel clean s3-up s3-down
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -70,6 +70,9 @@ compile: install ## Regenerate component specs, component READMEs and pipeline Y
 
 bench: install ## Serving benchmark: req/s and p50/p99 vs a trivial model and in-process predict
 	$(VENV)/bin/python tests/benchmarks/bench_serving.py
+
+bench-training: install ## Training benchmark: kfp.local pipeline vs the same steps in one process (100k, 1M rows)
+	$(VENV)/bin/python tests/benchmarks/bench_training.py --rows 100000 1000000
 
 checkov: install ## checkov on the rendered overlays and the Dockerfiles (own venv: it is heavy)
 	"$(PYTHON312)" -m venv .venv-checkov
