@@ -47,23 +47,24 @@ class DemoConfig:
     seed: int = 0
     batch_rows: int = 25
     rows_per_second: float = 200.0
-    in_distribution_rows: int = 4_000
+    in_distribution_rows: int = 6_000
     # Shorter than a window: the retraining window starts at the first drifted window,
     # and its rows should mostly carry the new concept.
     covariate_rows: int = 300
     drifted_max_rows: int = 200_000
     after_swap_rows: int = 3_000
     retrain_timeout_seconds: float = 600.0
-    # Windows of 1000 rows, and three drifted in a row before firing: by then the
-    # archive holds enough rows of the new concept for the gate to tell the models apart.
-    window_size: int = 1_000
+    # Windows of 2000 rows, and three drifted in a row before firing: by then the archive
+    # holds ~6000 rows of the new concept (fraud is ~2% of it), enough for a holdout on
+    # which the gate's AUC floor and bootstrap are not at the mercy of a dozen positives.
+    window_size: int = 2_000
     window_max_age_seconds: float = 60.0
     p_value: float = 0.01
     effect_size_threshold: float = 0.1
     k: int = 3
     n: int = 3
-    min_samples: int = 3_000
-    min_recent_rows: int = 2_500
+    min_samples: int = 6_000
+    min_recent_rows: int = 5_000
     cooldown_seconds: float = 3_600.0
     daily_cap: int = 2
 
