@@ -23,11 +23,13 @@ from closedloop.drift.sidecar.frames import feature_fields
 from closedloop.drift.sidecar.state import LedgerValues, StateDir
 from closedloop.drift.sidecar.window import Deduper, OpenWindow, WindowBuffer
 from closedloop.ml.schema import infer_schema
+from closedloop.drift.verdict import WindowVerdict, window_verdict
 from closedloop.trigger.policy import RunSummary, WindowObservation, decide, last_windows
 
 ROOT = Path(__file__).parents[2]
 SCHEMA = infer_schema(generate_transactions(2000, seed=0), DEFAULT_TARGET)
 NOW = 1_800_000_000.0
+DEGRADED = WindowVerdict((), quality_degraded=True, counts=True, because="quality")
 
 
 def configmap_policy() -> dict:
@@ -239,9 +241,11 @@ def test_last_windows_pool_replicas_within_the_horizon_and_version():
     ],
 )
 def test_decide_applies_the_policy_in_order(drifted, runs, reason):
-    policy = DriftPolicy(k=2, n=3, min_samples=2000, cooldown_seconds=3600, daily_cap=2)
+    policy = DriftPolicy(
+        k=2, n=3, min_window_rows=1000, min_samples=2000, cooldown_seconds=3600, daily_cap=2
+    )
     windows = [window(i, NOW - 10 * i, d) for i, d in enumerate(drifted)]
-    decision = decide(policy, True, windows, runs, NOW)
+    decision = decide(policy, DEGRADED, windows, runs, NOW)
     assert decision.reason == reason and decision.fire == (reason == "fire")
     assert decision.detail
 
@@ -255,10 +259,10 @@ def test_the_trigger_offers_what_the_retraining_pipeline_declares():
 
 
 def test_decide_needs_samples_and_a_drifted_alarm():
-    policy = DriftPolicy(k=1, n=3, min_samples=5000)
+    policy = DriftPolicy(k=1, n=3, window_size=5000, min_window_rows=5000, min_samples=5000)
     windows = [window(1, NOW, True)]
-    assert decide(policy, True, windows, [], NOW).reason == "too_few_samples"
-    assert decide(policy, False, windows, [], NOW).reason == "alarm_not_drifted"
+    assert decide(policy, DEGRADED, windows, [], NOW).reason == "too_few_samples"
+    assert decide(policy, window_verdict(policy), windows, [], NOW).reason == "alarm_not_drifted"
 
 
 # -- state files ----------------------------------------------------------------------

@@ -15,8 +15,14 @@ def check_drift(
     report: Output[HTML],
     metrics: Output[Metrics],
     result: Output[Artifact],
+    policy_json: str = "",
 ) -> bool:
-    """Run the version's alibi-detect detector on the batch and plot the p-values.
+    """Run the version's alibi-detect detector on the batch and judge it with the drift policy.
+
+    The verdict is the drift policy's (the same function the drift-detector sidecar and
+    the retrain trigger use): a feature drifts when its p-value is below the
+    Bonferroni-corrected ``p_value`` and its effect size reaches
+    ``effect_size_threshold``.
 
     Args:
         dataset: Rows that were scored.
@@ -25,7 +31,9 @@ def check_drift(
         version: The version whose detector to use.
         report: Per-feature p-values and effect sizes, plotted against the threshold.
         metrics: The drift flag, the smallest p-value and the largest effect size.
-        result: The detector's full answer as JSON.
+        result: The detector's full answer and the verdict as JSON.
+        policy_json: The drift policy as JSON (the ``policy.json`` the services read);
+            empty for the defaults.
 
     Returns:
         Whether the batch drifted.
@@ -42,6 +50,8 @@ def check_drift(
     from closedloop.components._runtime import read_frame, write_json, write_text
 
     from closedloop.drift.detector import load_detector_dir
+    from closedloop.drift.policy import DriftPolicy
+    from closedloop.drift.verdict import window_verdict
     from closedloop.registry import Registry
     from closedloop.registry.layout import DETECTOR_DIR
     from closedloop.storage import Store
@@ -49,21 +59,30 @@ def check_drift(
     with tempfile.TemporaryDirectory() as tmp:
         local = Registry(Store(), registry_uri).fetch(model_name, version, tmp)
         detector = load_detector_dir(local.path / DETECTOR_DIR)
+    policy = DriftPolicy.from_json(policy_json) if policy_json.strip() else DriftPolicy()
     drift = detector.score(read_frame(dataset.path))
-    metrics.log_metric("is_drift", float(drift.is_drift))
+    judged = window_verdict(policy, drift.p_values, drift.effect_sizes)
+    threshold = policy.feature_p_threshold(len(drift.p_values))
+    metrics.log_metric("is_drift", float(judged.input_drift))
     metrics.log_metric("min_p_value", min(drift.p_values.values()))
     metrics.log_metric("effect_size", float(drift.effect_size))
-    write_json(drift.to_dict(), result)
+    write_json(
+        {
+            **drift.to_dict(),
+            "drifted_features": list(judged.drifted_features),
+            "is_drift": judged.input_drift,
+            "policy": policy.to_dict(),
+        },
+        result,
+    )
     names = list(drift.p_values)
     fig, ax = plt.subplots(figsize=(7, 0.4 * len(names) + 1.5))
     ax.barh(
         names,
         [drift.p_values[n] for n in names],
-        color=["#c0392b" if drift.p_values[n] < drift.threshold else "#2e86c1" for n in names],
+        color=["#c0392b" if n in judged.drifted_features else "#2e86c1" for n in names],
     )
-    ax.axvline(
-        drift.threshold, color="black", linestyle="--", label=f"threshold {drift.threshold:.3g}"
-    )
+    ax.axvline(threshold, color="black", linestyle="--", label=f"threshold {threshold:.3g}")
     ax.set_xscale("log")
     ax.set_xlabel("p-value (log scale)")
     ax.legend()
@@ -72,11 +91,11 @@ def check_drift(
     fig.savefig(png, format="png", dpi=90)
     plt.close(fig)
     image = base64.b64encode(png.getvalue()).decode()
-    verdict = "DRIFT" if drift.is_drift else "no drift"
+    verdict = "DRIFT" if judged.input_drift else "no drift"
     write_text(
         f"<html><body><h1>Drift check: {html.escape(model_name)} {html.escape(version)} — {verdict}</h1>"
-        f"<p>{drift.n_rows} rows; drifted features: {html.escape(', '.join(drift.drifted_features) or 'none')}</p>"
+        f"<p>{drift.n_rows} rows; drifted features (p below {threshold:.3g} and effect size at least {policy.effect_size_threshold}): {html.escape(', '.join(judged.drifted_features) or 'none')}</p>"
         f'<img src="data:image/png;base64,{image}"/></body></html>',
         report,
     )
-    return bool(drift.is_drift)
+    return judged.input_drift

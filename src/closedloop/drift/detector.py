@@ -200,44 +200,35 @@ class DriftEncoder:
 
 @dataclass(frozen=True)
 class DriftResult:
-    """The detector's answer for one window of rows.
+    """The detector's scores for one window of rows.
+
+    Scores only: whether they amount to drift is the drift policy's verdict
+    (:func:`closedloop.drift.verdict.window_verdict`), the same everywhere.
 
     Attributes:
-        is_drift: Whether any feature's p-value is below ``threshold``.
         p_values: Feature → p-value.
         distances: Feature → test statistic as alibi-detect reports it (KS statistic
             for numeric features, chi-squared statistic for categorical ones).
         effect_sizes: Feature → effect on a 0-1 scale: the KS statistic, or Cramér's V
             ``sqrt(chi2 / (n_reference + n_rows))`` for categorical features.
-        threshold: The Bonferroni-corrected p-value threshold.
         n_rows: Rows in the window.
         effect_size: The largest of ``effect_sizes``.
     """
 
-    is_drift: bool
     p_values: Mapping[str, float]
     distances: Mapping[str, float]
     effect_sizes: Mapping[str, float]
-    threshold: float
     n_rows: int
     effect_size: float
-
-    @property
-    def drifted_features(self) -> tuple[str, ...]:
-        """Features whose p-value is below the threshold."""
-        return tuple(name for name, p in self.p_values.items() if p < self.threshold)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serializable dict."""
         return {
-            "is_drift": self.is_drift,
             "p_values": dict(self.p_values),
             "distances": dict(self.distances),
             "effect_sizes": dict(self.effect_sizes),
-            "threshold": self.threshold,
             "n_rows": self.n_rows,
             "effect_size": self.effect_size,
-            "drifted_features": list(self.drifted_features),
         }
 
     @classmethod
@@ -255,11 +246,9 @@ class DriftResult:
             for j, d in enumerate(distances)
         ]
         return cls(
-            is_drift=bool(data["is_drift"]),
             p_values={n: float(p) for n, p in zip(names, p_values, strict=True)},
             distances={n: float(d) for n, d in zip(names, distances, strict=True)},
             effect_sizes={n: float(e) for n, e in zip(names, effects, strict=True)},
-            threshold=float(data["threshold"]),
             n_rows=n_rows,
             effect_size=float(max(effects)),
         )

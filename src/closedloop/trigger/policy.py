@@ -1,21 +1,28 @@
 """The trigger's decision, as a pure function of what it knows.
 
-The sidecars send an alarm only for a drifted window, and each alarm carries the
+The sidecars send an alarm only for an alerting window, and each alarm carries the
 windows before it (:class:`~closedloop.drift.sidecar.alarm.DriftAlarm`), so the trigger
 knows the quiet windows too. For one model version, it pools the windows of every
-replica, keeps those that closed within ``n * window_max_age_seconds`` before the
-alarm's window (older ones say nothing about now), and takes the last ``n`` of them.
+replica and takes the last ``n`` of them by closing time. Windows are **counted**: a
+quiet night between two windows does not push either out of "the last n". Each window
+is re-judged with :func:`closedloop.drift.verdict.window_verdict` under the trigger's
+policy.
 
 :func:`decide` then answers, checks in this order:
 
-1. ``alarm_not_drifted`` — under the trigger's own policy (p-value **and** effect size,
-   re-checked on what the event carries) the alarm's window did not drift;
-2. ``too_few_drifted_windows`` — fewer than ``k`` of the last ``n`` windows drifted;
-3. ``too_few_samples`` — those drifted windows hold fewer than ``min_samples`` rows;
-4. ``run_in_flight`` — the model's last run has not finished;
-5. ``cooldown`` — the last run started less than ``cooldown_seconds`` ago;
-6. ``daily_cap`` — ``daily_cap`` runs already started this UTC day;
-7. otherwise ``fire``.
+1. ``alarm_not_drifted`` — under the trigger's policy the alarm's window shows neither
+   input drift nor quality loss;
+2. ``input_drift_only`` — the alarm's window drifted in its inputs but its quality held
+   (or is unknown while labels are fresh): an alert, audited, no run;
+3. ``too_few_drifted_windows`` — fewer than ``k`` of the last ``n`` windows count;
+4. ``too_few_samples`` — those windows hold fewer than ``min_samples`` rows;
+5. ``run_in_flight`` — the model's last run has not finished;
+6. ``cooldown`` — the last run started less than ``cooldown_seconds`` ago;
+7. ``daily_cap`` — ``daily_cap`` runs already started this UTC day;
+8. otherwise ``fire``.
+
+A run whose gate rejected its model leaves quality degraded, so later windows keep
+counting: after the cooldown the trigger fires again, on more data.
 """
 
 from __future__ import annotations
@@ -27,10 +34,15 @@ from typing import Literal
 
 from closedloop.drift.policy import DriftPolicy
 from closedloop.drift.sidecar.alarm import DriftAlarm
+from closedloop.drift.verdict import CountsBecause, WindowVerdict
+
+# Other replicas' windows are read back this far; the alarm's own history always counts.
+POOL_LOOKBACK_SECONDS = 7 * 86_400.0
 
 Reason = Literal[
     "fire",
     "alarm_not_drifted",
+    "input_drift_only",
     "too_few_drifted_windows",
     "too_few_samples",
     "run_in_flight",
@@ -49,7 +61,11 @@ class WindowObservation:
         sequence: The window's number at that sidecar.
         closed_at: When it closed (Unix seconds).
         n_rows: Rows it held.
-        drifted: Whether it drifted under the trigger's policy.
+        drifted: Whether it counts towards "k of the last n" under the trigger's
+            policy (quality degraded, or input drift where that may fire).
+        because: Why it counts, or ``none``.
+        quality_degraded: The quality verdict (``None``: unknown).
+        input_drift: Whether its inputs drifted.
     """
 
     replica: str
@@ -58,6 +74,9 @@ class WindowObservation:
     closed_at: float
     n_rows: int
     drifted: bool
+    because: CountsBecause = "none"
+    quality_degraded: bool | None = None
+    input_drift: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,8 +103,8 @@ class Decision:
         reason: ``fire`` or why not (see the module docstring).
         detail: One human sentence with the numbers.
         windows_considered: Windows among the last ``n``.
-        windows_drifted: How many of them drifted.
-        drifted_rows: Rows in the drifted ones.
+        windows_drifted: How many of them count.
+        drifted_rows: Rows in the counting ones.
     """
 
     fire: bool
@@ -96,35 +115,39 @@ class Decision:
     drifted_rows: int
 
 
-def observations(alarm: DriftAlarm, policy: DriftPolicy) -> list[WindowObservation]:
+def observe(alarm: DriftAlarm, policy: DriftPolicy) -> list[WindowObservation]:
     """Judge every window an alarm carries with *policy*."""
-    return [
-        WindowObservation(
-            replica=alarm.replica,
-            model_version=alarm.model_version,
-            sequence=w.sequence,
-            closed_at=w.closed_at,
-            n_rows=w.n_rows,
-            drifted=bool(policy.drifted_features(w.p_values, w.effect_sizes)),
+    out = []
+    for w in alarm.windows():
+        verdict = w.verdict(policy)
+        out.append(
+            WindowObservation(
+                replica=alarm.replica,
+                model_version=alarm.model_version,
+                sequence=w.sequence,
+                closed_at=w.closed_at,
+                n_rows=w.n_rows,
+                drifted=verdict.counts,
+                because=verdict.because,
+                quality_degraded=verdict.quality_degraded,
+                input_drift=verdict.input_drift,
+            )
         )
-        for w in alarm.windows()
-    ]
-
-
-def horizon_seconds(policy: DriftPolicy) -> float:
-    """How far back windows count: ``n`` windows of the longest age."""
-    return policy.n * policy.window_max_age_seconds
+    return out
 
 
 def last_windows(
     windows: Iterable[WindowObservation], policy: DriftPolicy, version: str, until: float
 ) -> list[WindowObservation]:
-    """Return the last ``n`` distinct windows of *version* that closed in the horizon before *until*."""
-    since = until - horizon_seconds(policy)
+    """Return the last ``n`` distinct windows of *version* that closed by *until*.
+
+    Windows are counted, not timed: however far apart they closed, the last ``n`` are
+    the last ``n``.
+    """
     unique = {
         (w.replica, w.sequence): w
         for w in windows
-        if w.model_version == version and since < w.closed_at <= until
+        if w.model_version == version and w.closed_at <= until
     }
     ordered = sorted(unique.values(), key=lambda w: (w.closed_at, w.replica, w.sequence))
     return ordered[-policy.n :]
@@ -137,7 +160,7 @@ def utc_day(moment: float) -> str:
 
 def decide(
     policy: DriftPolicy,
-    alarm_drifted: bool,
+    alarm: WindowVerdict,
     windows: Sequence[WindowObservation],
     runs: Sequence[RunSummary],
     now: float,
@@ -146,7 +169,7 @@ def decide(
 
     Args:
         policy: The drift policy.
-        alarm_drifted: Whether the alarm's own window drifted under *policy*.
+        alarm: The verdict on the alarm's own window under *policy*.
         windows: The last ``n`` windows (see :func:`last_windows`).
         runs: The model's most recent runs, newest first (at least ``daily_cap`` of
             them when there are that many).
@@ -161,22 +184,30 @@ def decide(
     def verdict(reason: Reason, detail: str) -> Decision:
         return Decision(reason == "fire", reason, detail, len(windows), len(drifted), rows)
 
-    if not alarm_drifted:
+    if not alarm.alert:
         return verdict(
             "alarm_not_drifted",
-            f"the alarm's window does not drift under p_value={policy.p_value} and "
-            f"effect_size_threshold={policy.effect_size_threshold}",
+            "the alarm's window shows neither quality loss (min_quality_drop="
+            f"{policy.min_quality_drop}, quality_p_value={policy.quality_p_value}) nor input "
+            f"drift (p_value={policy.p_value}, effect_size_threshold="
+            f"{policy.effect_size_threshold})",
+        )
+    if not alarm.counts:
+        return verdict(
+            "input_drift_only",
+            f"{alarm.summary()}: input drift without quality loss is an alert, not a run "
+            "(fire_on_input_drift is off and labels are arriving)",
         )
     if len(drifted) < policy.k:
         return verdict(
             "too_few_drifted_windows",
-            f"{len(drifted)} of the last {len(windows)} windows drifted; the policy needs "
+            f"{len(drifted)} of the last {len(windows)} windows count; the policy needs "
             f"{policy.k} of {policy.n}",
         )
-    if rows < policy.min_samples:
+    if rows < policy.samples_needed:
         return verdict(
             "too_few_samples",
-            f"the drifted windows hold {rows} rows; the policy needs {policy.min_samples}",
+            f"the counting windows hold {rows} rows; the policy needs {policy.samples_needed}",
         )
     last = runs[0] if runs else None
     if last is not None and last.in_flight:
@@ -195,8 +226,9 @@ def decide(
             "daily_cap",
             f"{started_today} runs started today (UTC); daily_cap is {policy.daily_cap}",
         )
+    causes = sorted({w.because for w in drifted})
     return verdict(
         "fire",
-        f"{len(drifted)} of the last {len(windows)} windows drifted ({rows} rows): "
-        "starting a retraining run",
+        f"{len(drifted)} of the last {len(windows)} windows count ({rows} rows; "
+        f"{', '.join(causes)}); {alarm.summary()}: starting a retraining run",
     )

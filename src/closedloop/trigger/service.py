@@ -8,8 +8,10 @@
    receipt never got decided (the trigger died mid-way) for ``orphan_seconds`` is
    decided now;
 2. file it by the time its window closed, pool the windows of the model version from
-   the alarms filed in the horizon, and apply :func:`~closedloop.trigger.policy.decide`
-   with the model's recent runs;
+   its own history and the other replicas' alarms (filed in the last
+   :data:`~closedloop.trigger.policy.POOL_LOOKBACK_SECONDS`), re-judge each with the
+   trigger's policy and apply :func:`~closedloop.trigger.policy.decide` with the
+   model's recent runs;
 3. to fire, claim the next run number (conditional create of ``runs/<N>.lock``): if
    another replica claimed it first, the decision becomes ``suppressed`` (``lost_race``);
 4. record the decision (``decided/<id>``) and an audit record, fired or suppressed.
@@ -25,8 +27,9 @@ submitted runs to the end, which frees the "one run in flight" slot.
 Pipeline arguments: the fixed ``--pipeline-arg`` values, plus those of the following
 that the pipeline declares: ``model_name``, ``model_version`` (the drifted version),
 ``registry_uri``, ``archive_uri`` (where the sidecar archives labelled feedback),
-``alarm_id``, ``drift_started_at`` (Unix time the first drifted window the alarm
-carries opened) and ``reference_uri`` (the drifted version's training data, from its
+``alarm_id``, ``drift_started_at`` (Unix time the first counting window the alarm
+carries opened, or the start of an earlier run for the same version whose model the
+gate rejected, so a retry trains on more data) and ``reference_uri`` (the drifted version's training data, from its
 registry lineage, unless given with ``--pipeline-arg``).
 """
 
@@ -50,12 +53,12 @@ from closedloop.trigger.errors import (
 )
 from closedloop.trigger.metrics import TriggerMetrics
 from closedloop.trigger.policy import (
+    POOL_LOOKBACK_SECONDS,
     Decision,
     RunSummary,
     decide,
-    horizon_seconds,
     last_windows,
-    observations,
+    observe,
 )
 from closedloop.trigger.state import AuditRecord, RunRecord, RunStatus, TriggerStore
 
@@ -261,17 +264,12 @@ class RetrainTrigger:
 
     def _decide(self, alarm: DriftAlarm, now: float) -> Decision:
         until = alarm.window.closed_at
-        stored = self.state.recent_alarms(
-            alarm.model_name, until - horizon_seconds(self.policy), until
-        )
-        pooled = [obs for a in (*stored, alarm) for obs in observations(a, self.policy)]
+        stored = self.state.recent_alarms(alarm.model_name, until - POOL_LOOKBACK_SECONDS, until)
+        pooled = [obs for a in (*stored, alarm) for obs in observe(a, self.policy)]
         windows = last_windows(pooled, self.policy, alarm.model_version, until)
-        alarm_drifted = bool(
-            self.policy.drifted_features(alarm.window.p_values, alarm.window.effect_sizes)
-        )
         runs = self.state.recent_runs(alarm.model_name, max(self.policy.daily_cap, 1))
         summaries = [RunSummary(r.number, r.claimed_at, r.in_flight) for r in runs]
-        return decide(self.policy, alarm_drifted, windows, summaries, now)
+        return decide(self.policy, alarm.window.verdict(self.policy), windows, summaries, now)
 
     def _claim(self, alarm: DriftAlarm, now: float) -> RunRecord | None:
         numbers = self.state.run_numbers(alarm.model_name)
@@ -291,18 +289,20 @@ class RetrainTrigger:
         return record if self.state.claim_run(record) else None
 
     def _arguments(self, alarm: DriftAlarm) -> dict[str, Any]:
-        drifted = [
-            w.opened_at
-            for w in alarm.windows()
-            if self.policy.drifted_features(w.p_values, w.effect_sizes)
-        ]
+        started = [w.opened_at for w in alarm.windows() if w.verdict(self.policy).counts]
+        # A rejected run leaves the same version degraded: the retry reads from where
+        # the first run of this version started, so each retry has more data.
+        for run in self.state.recent_runs(alarm.model_name, max(self.policy.daily_cap, 1) + 3):
+            earlier = run.arguments.get("drift_started_at")
+            if run.model_version == alarm.model_version and isinstance(earlier, int | float):
+                started.append(float(earlier))
         offered: dict[str, Any] = {
             "model_name": alarm.model_name,
             "model_version": alarm.model_version,
             "registry_uri": self.settings.registry_uri,
             "archive_uri": alarm.archive_uri,
             "alarm_id": alarm.id,
-            "drift_started_at": min(drifted, default=alarm.window.opened_at),
+            "drift_started_at": min(started, default=alarm.window.opened_at),
         }
         if (
             "reference_uri" in self._declared

@@ -23,7 +23,7 @@ def registry(prepared: Prepared, s3_env: dict[str, str], bucket: str) -> Registr
     return registry
 
 
-def run(registry: Registry, batch: pd.DataFrame, tmp_path: Path) -> tuple:
+def run(registry: Registry, batch: pd.DataFrame, tmp_path: Path, policy_json: str = "") -> tuple:
     arts = {
         "report": artifact_out(dsl.HTML, tmp_path, "report"),
         "metrics": artifact_out(dsl.Metrics, tmp_path, "metrics"),
@@ -34,6 +34,7 @@ def run(registry: Registry, batch: pd.DataFrame, tmp_path: Path) -> tuple:
         registry_uri=registry.root,
         model_name="fraud",
         version="v1",
+        policy_json=policy_json,
         **arts,
     )
     return drifted, arts
@@ -61,3 +62,21 @@ def test_shifted_traffic_drifts(registry: Registry, tmp_path: Path) -> None:
     assert "channel" in result["drifted_features"]
     assert arts["metrics"].metadata["effect_size"] == pytest.approx(result["effect_size"])
     assert "DRIFT" in Path(arts["report"].path).read_text()
+
+
+def test_the_verdict_is_the_drift_policys(registry: Registry, tmp_path: Path) -> None:
+    """One verdict: the batch step judges with the policy the sidecar and trigger use."""
+    from closedloop.drift.policy import DriftPolicy
+    from closedloop.drift.verdict import window_verdict
+
+    batch = generate_transactions(1000, seed=71, covariate_shift=0.3)
+    strict = json.dumps({"effect_size_threshold": 0.9})
+    drifted, arts = run(registry, batch, tmp_path, policy_json=strict)
+    result = json.loads(Path(arts["result"].path).read_text())
+    # Shifted enough to be significant, but no effect reaches 0.9: not drift under this policy.
+    assert min(result["p_values"].values()) < 1e-6
+    assert drifted is False and result["drifted_features"] == []
+    expected = window_verdict(
+        DriftPolicy(effect_size_threshold=0.9), result["p_values"], result["effect_sizes"]
+    )
+    assert drifted == expected.input_drift

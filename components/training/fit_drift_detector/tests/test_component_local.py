@@ -10,6 +10,15 @@ from kfp import dsl
 
 from closedloop.data import generate_transactions
 from closedloop.drift.detector import load_detector_dir
+from closedloop.drift.policy import DriftPolicy
+from closedloop.drift.verdict import window_verdict
+
+POLICY = DriftPolicy()
+
+
+def _scores(result):
+    return {"p_values": result.p_values, "effect_sizes": result.effect_sizes}
+
 
 pytestmark = pytest.mark.slow
 
@@ -43,5 +52,9 @@ def test_the_detector_loads_and_detects_drift(outputs: dict) -> None:
     detector = load_detector_dir(outputs["detector"].path)
     assert outputs["detector"].metadata["reference_rows"] == 300
     assert len(pd.read_parquet(outputs["reference"].path)) == 300
-    assert not detector.score(generate_transactions(600, seed=40)).is_drift
-    assert detector.score(generate_transactions(600, seed=40, covariate_shift=1.0)).is_drift
+    assert not window_verdict(
+        POLICY, **_scores(detector.score(generate_transactions(600, seed=40)))
+    ).input_drift
+    assert window_verdict(
+        POLICY, **_scores(detector.score(generate_transactions(600, seed=40, covariate_shift=1.0)))
+    ).input_drift

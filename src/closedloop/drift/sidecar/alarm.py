@@ -1,4 +1,8 @@
-"""The drift CloudEvent: what a sidecar sends the retrain trigger when a window drifts.
+"""The drift CloudEvent: what a sidecar sends the retrain trigger when a window alerts.
+
+A window alerts when its inputs drifted or its quality degraded
+(:attr:`closedloop.drift.verdict.WindowVerdict.alert`); the trigger re-judges every
+window it carries with the same :func:`~closedloop.drift.verdict.window_verdict`.
 
 Binary-mode CloudEvent v1.0, built and parsed with the CloudEvents SDK:
 
@@ -11,8 +15,11 @@ Binary-mode CloudEvent v1.0, built and parsed with the CloudEvents SDK:
 * ``datacontenttype``: ``application/json``; data: :meth:`DriftAlarm.to_dict`, i.e.
   ``schema_version``, ``model_name``, ``model_version``, ``replica``, ``archive_uri``,
   ``p_value`` and ``effect_size_threshold`` (the sidecar's policy), ``window`` (the
-  drifted window) and ``history`` (the windows before it, drifted or not, at most
-  ``n - 1``), each window a :class:`WindowReport`.
+  alerting window) and ``history`` (the windows before it, alerting or not, at most
+  ``n - 1``), each window a :class:`WindowReport` with its input-drift scores and, when
+  it held enough labelled rows, its ``quality`` (a
+  :class:`~closedloop.quality.QualityResult`) and ``labels_stale``. Schema version 1
+  events (before quality) are still read, as windows without quality.
 
 The history is there because a sidecar only speaks when a window drifts: it is how the
 trigger learns about the quiet windows in between and can apply "k of the last n".
@@ -27,10 +34,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from closedloop.drift.policy import DriftPolicy
+from closedloop.drift.verdict import WindowVerdict, window_verdict
 from closedloop.errors import ClosedLoopError
+from closedloop.quality.baseline import QualityError, QualityResult
 
 DRIFT_EVENT_TYPE = "io.closedloop.drift.detected"
-ALARM_SCHEMA_VERSION = 1
+ALARM_SCHEMA_VERSION = 2
+_READABLE_SCHEMA_VERSIONS = (1, 2)
 _ID_NAMESPACE = uuid.UUID("6f1d0c4e-5a53-4c1b-9a57-0c3c1b5e8a21")
 
 CloseReason = Literal["size", "age"]
@@ -64,6 +75,9 @@ class WindowReport:
         distances: Feature → test statistic (KS statistic or chi-squared).
         effect_sizes: Feature → effect size on a 0-1 scale.
         drifted_features: Features that drifted under the sidecar's policy.
+        quality: The window's labelled rows against the version's baseline, or
+            ``None`` when it had none (or no baseline).
+        labels_stale: Whether no label had arrived for ``label_delay_seconds``.
     """
 
     sequence: int
@@ -75,11 +89,19 @@ class WindowReport:
     distances: Mapping[str, float]
     effect_sizes: Mapping[str, float]
     drifted_features: tuple[str, ...]
+    quality: QualityResult | None = None
+    labels_stale: bool = False
 
     @property
     def drifted(self) -> bool:
-        """Whether the sidecar judged this window drifted."""
+        """Whether the sidecar judged this window's inputs drifted."""
         return bool(self.drifted_features)
+
+    def verdict(self, policy: DriftPolicy) -> WindowVerdict:
+        """Judge this window under *policy* (the trigger re-judges with its own)."""
+        return window_verdict(
+            policy, self.p_values, self.effect_sizes, self.quality, self.labels_stale
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Return JSON-compatible data."""
@@ -93,6 +115,8 @@ class WindowReport:
             "distances": dict(self.distances),
             "effect_sizes": dict(self.effect_sizes),
             "drifted_features": list(self.drifted_features),
+            "quality": None if self.quality is None else self.quality.to_dict(),
+            "labels_stale": self.labels_stale,
         }
 
     @classmethod
@@ -118,6 +142,8 @@ class WindowReport:
                 distances=_feature_numbers(data["distances"], "distances"),
                 effect_sizes=_feature_numbers(data["effect_sizes"], "effect_sizes"),
                 drifted_features=tuple(str(f) for f in _list(data["drifted_features"])),
+                quality=_quality(data.get("quality")),
+                labels_stale=_flag(data.get("labels_stale", False), "labels_stale"),
             )
         except KeyError as exc:
             raise AlarmError(f"a window report lacks the field {exc.args[0]!r}") from exc
@@ -130,13 +156,13 @@ class WindowReport:
 
 @dataclass(frozen=True)
 class DriftAlarm:
-    """One drifted window of one sidecar, with the windows before it.
+    """One alerting window of one sidecar, with the windows before it.
 
     Attributes:
         model_name: The served model.
         model_version: The served version (the detector's version).
         replica: Which sidecar (pod name, or host and state directory locally).
-        window: The drifted window.
+        window: The alerting window.
         history: Earlier windows of the same sidecar, oldest first, at most ``n - 1``.
         p_value: The sidecar's family-wise p-value level.
         effect_size_threshold: The sidecar's effect-size threshold.
@@ -163,7 +189,7 @@ class DriftAlarm:
         return alarm_source(self.model_name, self.model_version, self.replica)
 
     def windows(self) -> tuple[WindowReport, ...]:
-        """The history followed by the drifted window."""
+        """The history followed by the alerting window."""
         return (*self.history, self.window)
 
     def to_dict(self) -> dict[str, Any]:
@@ -190,10 +216,10 @@ class DriftAlarm:
         if not isinstance(data, Mapping):
             raise AlarmError(f"drift event data must be a JSON object, got {type(data).__name__}")
         version = data.get("schema_version")
-        if version != ALARM_SCHEMA_VERSION:
+        if version not in _READABLE_SCHEMA_VERSIONS:
             raise AlarmError(
                 f"unsupported drift event schema_version {version!r} "
-                f"(this trigger reads {ALARM_SCHEMA_VERSION})"
+                f"(this trigger reads {list(_READABLE_SCHEMA_VERSIONS)})"
             )
         try:
             return cls(
@@ -280,6 +306,21 @@ def _number(value: Any, name: str) -> float:
 def _int(value: Any, name: str, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise AlarmError(f"{name} must be an integer >= {low}, got {value!r}")
+    return value
+
+
+def _quality(value: Any) -> QualityResult | None:
+    if value is None:
+        return None
+    try:
+        return QualityResult.from_dict(value)
+    except QualityError as exc:
+        raise AlarmError(f"a window report's quality is malformed: {exc}") from exc
+
+
+def _flag(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise AlarmError(f"{name} must be true or false, got {value!r}")
     return value
 
 

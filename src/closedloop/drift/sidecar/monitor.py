@@ -18,7 +18,6 @@ state; under the lock it dedupes on ``(source, id)`` and buffers the rows.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections import deque
@@ -38,6 +37,7 @@ from closedloop.drift.sidecar.loader import ServedDetector
 from closedloop.drift.sidecar.metrics import SidecarMetrics
 from closedloop.drift.sidecar.state import Checkpoint, Ledger, LedgerValues, StateDir
 from closedloop.drift.sidecar.window import ClosedWindow, Deduper, WindowBuffer
+from closedloop.drift.verdict import clean_scores, drifted_features
 from closedloop.storage import Store
 
 log = logging.getLogger(__name__)
@@ -389,7 +389,7 @@ class DriftMonitor:
                 window = self._pending[0]
                 history = tuple(self._history)
             report = self._evaluate(window)
-            if report is not None and report.drifted:
+            if report is not None and report.verdict(self.policy).alert:
                 # Into the outbox before the window leaves the pending queue: a kill in
                 # between re-evaluates the window and re-sends the same alarm id.
                 self.emitter.submit(
@@ -419,11 +419,10 @@ class DriftMonitor:
             self.metrics.window_evaluation_failed()
             return None
         self.metrics.detector_seconds.observe(time.perf_counter() - started)
-        # A test without information (e.g. a constant column) gives NaN: no evidence.
-        p_values = {k: 1.0 if math.isnan(v) else v for k, v in result.p_values.items()}
-        effects = {k: 0.0 if math.isnan(v) else v for k, v in result.effect_sizes.items()}
-        distances = {k: 0.0 if math.isnan(v) else v for k, v in result.distances.items()}
-        drifted = self.policy.drifted_features(p_values, effects)
+        p_values = clean_scores(result.p_values, 1.0)
+        effects = clean_scores(result.effect_sizes, 0.0)
+        distances = clean_scores(result.distances, 0.0)
+        drifted = drifted_features(self.policy, p_values, effects)
         report = WindowReport(
             sequence=window.sequence,
             opened_at=window.opened_at,
