@@ -53,6 +53,7 @@ def register_model(
     import tempfile
     from pathlib import Path
 
+    from closedloop.quality import QUALITY_BASELINE_FILE
     from closedloop.registry import Lineage, Registry, code_version, layout
     from closedloop.storage import Store
 
@@ -65,6 +66,9 @@ def register_model(
         shutil.copyfile(explanation.path, root / layout.EXPLANATION_FILE)
         result = json.loads(Path(evaluation.path).read_text())
         verdict = json.loads(Path(gate.path).read_text())
+        baseline = result.pop("quality_baseline", None)
+        if baseline is not None:
+            (root / QUALITY_BASELINE_FILE).write_text(json.dumps(baseline))
         (root / layout.METRICS_FILE).write_text(json.dumps(result, indent=2, sort_keys=True))
         lineage = Lineage(
             dataset_uri=str(dataset.metadata.get("source", dataset.uri)),

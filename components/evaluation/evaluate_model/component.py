@@ -25,7 +25,9 @@ def evaluate_model(
         metrics: Accuracy, F1, ROC AUC, log loss (classification) or RMSE, MAE, R² (regression).
         classification_metrics: ROC curve and confusion matrix, drawn by the KFP UI.
         report: HTML report with the plots.
-        evaluation: The full result as JSON (stored with the registered version).
+        evaluation: The full result as JSON (stored with the registered version), with
+            the version's quality baseline (``quality_baseline``: holdout metrics and
+            per-row losses) that the drift-detector sidecar tests live quality against.
     """
     from closedloop.components._runtime import (
         load_joblib,
@@ -36,8 +38,21 @@ def evaluate_model(
     )
 
     from closedloop.ml.evaluate import evaluate_model as evaluate
+    from closedloop.ml.train import encode_target, predict_scores
+    from closedloop.quality import QualityBaseline
 
-    result = evaluate(load_joblib(model.path), read_frame(holdout.path), read_schema(schema.path))
+    pipeline, rows, input_schema = (
+        load_joblib(model.path),
+        read_frame(holdout.path),
+        read_schema(schema.path),
+    )
+    result = evaluate(pipeline, rows, input_schema)
+    baseline = QualityBaseline.from_holdout(
+        input_schema.task,
+        encode_target(rows[input_schema.target], input_schema),
+        predict_scores(pipeline, rows, input_schema),
+        n_classes=len(input_schema.classes or ()),
+    )
     for name, value in result.metrics.items():
         metrics.log_metric(name, float(value))
     if result.roc_curve is not None:
@@ -47,4 +62,4 @@ def evaluate_model(
     if result.confusion_matrix:
         classification_metrics.log_confusion_matrix(result.labels, result.confusion_matrix)
     write_text(result.to_html(), report)
-    write_json(result.to_dict(), evaluation)
+    write_json({**result.to_dict(), "quality_baseline": baseline.to_dict()}, evaluation)

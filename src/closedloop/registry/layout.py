@@ -10,3 +10,5 @@ DETECTOR_DIR = "detector"  # closedloop.drift.detector.save_detector_dir() outpu
 REFERENCE_FILE = "reference.parquet"  # the raw-feature reference sample the detector was fitted on
 METRICS_FILE = "metrics.json"  # holdout metrics of the evaluate step
 EXPLANATION_FILE = "explanation.json"  # closedloop.ml.explain.Explanation.to_dict()
+# quality_baseline.json: closedloop.quality.QUALITY_BASELINE_FILE, the holdout's metrics and
+# per-row losses (closedloop.quality.QualityBaseline), which live quality is tested against.

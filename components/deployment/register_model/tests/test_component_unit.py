@@ -133,3 +133,21 @@ def test_a_version_without_its_dataset_digest_falls_back_to_the_uri(
     lineage = registry.manifest("fraud", "v1").lineage
     assert lineage.dataset_uri == str(prepared.raw)
     assert lineage.dataset_sha256 == ""
+
+
+def test_stores_the_quality_baseline_beside_the_model(
+    prepared: Prepared, registry: Registry, tmp_path: Path
+) -> None:
+    from closedloop.quality import QUALITY_BASELINE_FILE, QualityBaseline
+
+    evaluation = json.loads(prepared.evaluation.read_text())
+    baseline = {"schema_version": 1, "task": "classification", "n_classes": 2,
+                "metrics": {"roc_auc": 0.9}, "losses": [0.1, 0.2], "n_rows": 2}  # fmt: skip
+    with_baseline = tmp_path / "evaluation.json"
+    with_baseline.write_text(json.dumps({**evaluation, "quality_baseline": baseline}))
+    run(prepared, registry.root, evaluation=artifact_in(dsl.Artifact, with_baseline))
+    fetched = registry.fetch("fraud", "v1", tmp_path / "v1")
+    back = QualityBaseline.from_json((fetched.path / QUALITY_BASELINE_FILE).read_bytes())
+    assert back.metrics == {"roc_auc": 0.9} and list(back.losses) == [0.1, 0.2]
+    # metrics.json stays the evaluation itself.
+    assert json.loads((fetched.path / METRICS_FILE).read_text()) == evaluation

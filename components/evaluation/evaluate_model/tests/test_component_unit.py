@@ -69,3 +69,20 @@ def test_writes_an_html_report_with_plots(outputs: dict) -> None:
     assert html.startswith("<!DOCTYPE html>")
     assert "roc_auc" in html
     assert html.count("data:image/png;base64,") >= 2
+
+
+def test_carries_the_versions_quality_baseline(outputs: dict, prepared: Prepared) -> None:
+    from closedloop.quality import QualityBaseline, assess
+
+    result = json.loads(Path(outputs["evaluation"].path).read_text())
+    baseline = QualityBaseline.from_dict(result["quality_baseline"])
+    assert baseline.n_rows == len(prepared.frame("holdout"))
+    assert baseline.metrics["roc_auc"] == pytest.approx(result["metrics"]["roc_auc"])
+    # The holdout against its own baseline: no drop at all.
+    holdout = prepared.frame("holdout")
+    schema = prepared.input_schema()
+    from closedloop.ml.train import encode_target
+
+    scores = predict_scores(joblib.load(prepared.model), holdout, schema)
+    same = assess(baseline, encode_target(holdout["is_fraud"], schema), scores)
+    assert same.drop == pytest.approx(0.0) and same.p_value > 0.4
