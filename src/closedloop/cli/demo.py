@@ -25,6 +25,14 @@ def register(app: typer.Typer) -> None:
         train_rows: Annotated[
             int, typer.Option(min=2000, help="Rows of the first training run.")
         ] = 20_000,
+        seed: Annotated[
+            int,
+            typer.Option(
+                min=0,
+                help="Seed of the data, the traffic and every random choice of the runs "
+                "(tests/benchmarks/demo_pass_rate.py runs seeds 0-9).",
+            ),
+        ] = 0,
     ) -> None:
         """Train v1, serve it, drift the traffic, and watch the loop retrain and promote v2."""
         from closedloop.demo.run import DemoConfig, run_demo
@@ -33,7 +41,7 @@ def register(app: typer.Typer) -> None:
         started = time.monotonic()
         result = run_demo(
             target,
-            DemoConfig(train_rows=train_rows),
+            DemoConfig(train_rows=train_rows, seed=seed),
             say=lambda line: console.print(line, highlight=False, markup=False),
         )
         console.print(

@@ -116,8 +116,20 @@ def write_report(
     events: Sequence[Event],
     p_value: float,
     title: str = "closedloop demo",
+    outcome: str = "",
 ) -> Path:
-    """Write a self-contained HTML report (and ``timeline.json`` beside it)."""
+    """Write a self-contained HTML report (and ``timeline.json`` beside it).
+
+    Args:
+        path: Where the HTML goes.
+        log: Every request the traffic driver sent.
+        windows: The sidecar's evaluated windows.
+        events: Alarms, runs, promotions, swaps and notes.
+        p_value: The policy's input-drift p-value (drawn as a line).
+        title: Page heading.
+        outcome: One paragraph on how the run ended; when the loop did not recover it
+            says why (the gate's verdict, the data counts).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -191,7 +203,8 @@ def write_report(
     path.write_text(
         f"<html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head><body>"
         f"<h1>{html.escape(title)}</h1>"
-        f"<p>{log.rows} rows predicted in {len(log.exchanges)} requests; {log.failed} failed. "
+        + (f"<p><b>Outcome:</b> {html.escape(outcome)}</p>" if outcome else "")
+        + f"<p>{log.rows} rows predicted in {len(log.exchanges)} requests; {log.failed} failed. "
         f"Versions that served: {html.escape(', '.join(log.versions()))}.</p>"
         f"<img src='data:image/png;base64,{drift_png}'/><br/><img src='data:image/png;base64,{quality_png}'/>"
         f"<h2>Timeline</h2><table border=1 cellpadding=3><tr><th>t</th><th>kind</th><th>what</th></tr>{rows_html}</table>"
@@ -205,6 +218,7 @@ def write_report(
                 "windows": [asdict(w) for w in windows],
                 "quality": [asdict(q) for q in quality],
                 "failed_requests": log.failed,
+                "outcome": outcome,
             },
             indent=2,
         )
