@@ -91,7 +91,8 @@ manifests: install ## Regenerate manifests/base/seldondeployment.yaml from the t
 
 images: ## Build the three images (needs a Docker engine; not available on every machine)
 	for n in component serving monitor; do \
-	  docker build -f images/$$n/Dockerfile -t $(IMAGE_REGISTRY)/closedloop-$$n:$(IMAGE_TAG) . || exit 1; \
+	  docker build -f images/$$n/Dockerfile -t $(IMAGE_REGISTRY)/closedloop-$$n:$(IMAGE_TAG) \
+	    --build-arg CLOSEDLOOP_CODE_VERSION=$$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown) . || exit 1; \
 	done
 
 wheel: install ## Build the wheel into dist/
