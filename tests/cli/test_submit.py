@@ -23,6 +23,16 @@ CLI = str(Path(sys.executable).with_name("closedloop"))
 
 
 class FakeKfp(BaseHTTPRequestHandler):
+    """The four KFP v2beta1 REST calls kfp.Client makes to start a run.
+
+    Follows kubeflow/pipelines ``backend/api/v2beta1/run.proto``,
+    ``experiment.proto`` and ``recurring_run.proto`` (paths, the ``run_id`` /
+    ``experiment_id`` / ``recurring_run_id`` fields) and ``backend/src/apiserver/server``
+    (``/apis/v2beta1/healthz``); errors use the gRPC-gateway body ``{error, code,
+    message}``. It stores what it receives and decides nothing: caching, images and
+    pull secrets are judged on the submitted spec, as the real API server would run it.
+    """
+
     runs: list[dict] = []
     status = 200
 
@@ -157,3 +167,50 @@ def test_bad_invocations_are_one_line_errors(args: tuple[str, ...], message: str
     assert result.returncode == 1
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _tasks(spec: dict) -> list[dict]:
+    root = spec["root"]["dag"]["tasks"]
+    nested = [
+        t
+        for c in spec.get("components", {}).values()
+        for t in c.get("dag", {}).get("tasks", {}).values()
+    ]
+    return [*root.values(), *nested]
+
+
+def test_the_run_follows_the_deployments_image_and_pull_secrets(kfp_api: str) -> None:
+    image = "registry.example/closedloop-component:3f2a9c1"
+    result = run(
+        "retraining", "--host", kfp_api, "--param", "reference_uri=s3://c/ref.parquet",
+        "--component-image", image, "--image-pull-secret", "regcred",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    (body,) = FakeKfp.runs
+    spec = body["pipeline_spec"]
+    executors = spec["pipeline_spec"]["deploymentSpec"]["executors"]
+    assert {e["container"]["image"] for e in executors.values()} == {image}
+    platform = spec["platform_spec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(platform) == set(executors)
+    assert all(c["imagePullSecret"][0]["secretName"] == "regcred" for c in platform.values())
+
+
+def test_no_cache_runs_every_step_afresh_and_cache_keeps_the_compiled_settings(
+    kfp_api: str,
+) -> None:
+    assert (
+        run("training", "--host", kfp_api, "--param", "data_uri=s3://d/x", "--no-cache").returncode
+        == 0
+    )
+    assert (
+        run("training", "--host", kfp_api, "--param", "data_uri=s3://d/x", "--cache").returncode
+        == 0
+    )
+    fresh, compiled = (r["pipeline_spec"]["pipeline_spec"] for r in FakeKfp.runs)
+    assert all(not t.get("cachingOptions", {}).get("enableCache") for t in _tasks(fresh))
+    # --cache keeps side effects uncached: kfp's enable_caching=True would cache them all.
+    flags = {
+        t["taskInfo"]["name"]: t.get("cachingOptions", {}).get("enableCache", False)
+        for t in _tasks(compiled)
+    }
+    assert flags["register-model"] is False and flags["deploy-model"] is False

@@ -27,8 +27,25 @@ def submit_pipeline(
     namespace: str | None = None,
     token: str | None = None,
     cron: str | None = None,
+    component_image: str | None = None,
+    image_pull_secrets: tuple[str, ...] = (),
+    no_cache: bool = False,
 ) -> tuple[str, str]:
     """Compile *pipeline* and create a run (or, with *cron*, a recurring run) through ``kfp.Client``.
+
+    Args:
+        pipeline: A registered pipeline name.
+        host: The KFP API endpoint.
+        arguments: Typed pipeline arguments.
+        experiment: The experiment to file the run under.
+        run_name: The run's name, or KFP's.
+        namespace: The user namespace in multi-user Kubeflow.
+        token: A bearer token.
+        cron: A schedule: create a recurring run instead.
+        component_image: The image every step runs in (the deployment's; skaffold's tag).
+        image_pull_secrets: Secrets the step pods pull images with.
+        no_cache: Run every step afresh; otherwise the compiled per-task settings hold
+            (steps that read mutable state or have side effects never cache).
 
     Returns:
         The run (or recurring run) id and its URL in the KFP UI.
@@ -40,12 +57,21 @@ def submit_pipeline(
     from kfp import compiler
     from kfp_server_api.exceptions import ApiException
 
+    from closedloop.pipelines.package import retarget
     from closedloop.pipelines.registry import get
 
     func = get(pipeline)
     with tempfile.TemporaryDirectory() as tmp:
         package = Path(tmp) / f"{pipeline}.yaml"
         compiler.Compiler().compile(func, str(package))
+        if component_image or image_pull_secrets or no_cache:
+            package = retarget(
+                package,
+                Path(tmp) / f"{pipeline}-retargeted.yaml",
+                component_image=component_image,
+                image_pull_secrets=image_pull_secrets,
+                no_cache=no_cache,
+            )
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)  # kfp's notice about server versions
@@ -131,6 +157,26 @@ def register(app: typer.Typer) -> None:
                 help="Create a recurring run on this schedule instead, e.g. '0 0 3 * * *' (KFP cron has seconds)."
             ),
         ] = None,
+        component_image: Annotated[
+            str | None,
+            typer.Option(
+                help="Image every step runs in, e.g. the tag skaffold or `make images` pushed "
+                "(default: the compiled closedloop.images.COMPONENT_IMAGE).",
+                show_default=False,
+            ),
+        ] = None,
+        image_pull_secret: Annotated[
+            list[str] | None,
+            typer.Option(help="Secret the step pods pull images with (repeatable)."),
+        ] = None,
+        cache: Annotated[
+            bool,
+            typer.Option(
+                "--cache/--no-cache",
+                help="--no-cache runs every step afresh. --cache keeps the compiled settings: "
+                "steps that read data, the champion or the time, and every side effect, never cache.",
+            ),
+        ] = True,
     ) -> None:
         """Compile a pipeline and start a run (or a recurring run) on Kubeflow Pipelines; print its URL."""
         from closedloop.cli.run import parse_params
@@ -148,6 +194,9 @@ def register(app: typer.Typer) -> None:
             namespace,
             token or os.environ.get("KF_PIPELINES_TOKEN"),
             cron,
+            component_image=component_image,
+            image_pull_secrets=tuple(image_pull_secret or ()),
+            no_cache=not cache,
         )
         what = f"recurring run ({cron})" if cron else "run"
         console.print(f"submitted {pipeline} as {what} {run_id}: {url}")
