@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
     def demo(
         workdir: Annotated[
             Path | None,
-            typer.Option(help="Where everything goes [default: $CLOSEDLOOP_HOME/demo-<time>]."),
+            typer.Option(help="Where everything goes (default: $CLOSEDLOOP_HOME/demo-<time>)."),
         ] = None,
         train_rows: Annotated[
             int, typer.Option(min=2000, help="Rows of the first training run.")

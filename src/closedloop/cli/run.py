@@ -71,7 +71,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         workdir: Annotated[
             Path | None,
-            typer.Option(help="Where run artifacts go [default: $CLOSEDLOOP_HOME/runs]."),
+            typer.Option(help="Where run artifacts go (default: $CLOSEDLOOP_HOME/runs)."),
         ] = None,
     ) -> None:
         """Run a pipeline locally with kfp.local against the local S3 store, with progress."""

@@ -14,7 +14,7 @@ app = typer.Typer(help="Run the local S3 store (SeaweedFS on 127.0.0.1).", no_ar
 
 DataDir = Annotated[
     Path | None,
-    typer.Option("--data-dir", help="SeaweedFS data directory [default: $CLOSEDLOOP_HOME/s3]."),
+    typer.Option("--data-dir", help="SeaweedFS data directory (default: $CLOSEDLOOP_HOME/s3)."),
 ]
 
 
@@ -23,10 +23,10 @@ DataDir = Annotated[
 def up(
     port: Annotated[
         int | None,
-        typer.Option(help="S3 port on 127.0.0.1 [default: a free one].", min=1, max=65535),
+        typer.Option(help="S3 port on 127.0.0.1 (default: a free one).", min=1, max=65535),
     ] = None,
     bucket: Annotated[
-        list[str] | None, typer.Option(help="Bucket to create (repeatable) [default: closedloop].")
+        list[str] | None, typer.Option(help="Bucket to create (repeatable) (default: closedloop).")
     ] = None,
     data_dir: DataDir = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for S3 to answer.", min=1)] = 60.0,

@@ -135,7 +135,7 @@ def register(app: typer.Typer) -> None:
             str, typer.Argument(help="Pipeline name: training, retraining, batch-inference, ….")
         ],
         host: Annotated[
-            str | None, typer.Option(help="KFP API endpoint [default: $KF_PIPELINES_ENDPOINT].")
+            str | None, typer.Option(help="KFP API endpoint (default: $KF_PIPELINES_ENDPOINT).")
         ] = None,
         experiment: Annotated[
             str, typer.Option(help="Experiment to file the run under.")
@@ -143,13 +143,13 @@ def register(app: typer.Typer) -> None:
         param: Annotated[
             list[str] | None, typer.Option(help="Pipeline parameter key=value (repeatable).")
         ] = None,
-        run_name: Annotated[str | None, typer.Option(help="Run name [default: KFP's].")] = None,
+        run_name: Annotated[str | None, typer.Option(help="Run name (default: KFP's).")] = None,
         namespace: Annotated[
             str | None, typer.Option(help="User namespace in multi-user Kubeflow.")
         ] = None,
         token: Annotated[
             str | None,
-            typer.Option(help="Bearer token [default: $KF_PIPELINES_TOKEN].", show_default=False),
+            typer.Option(help="Bearer token (default: $KF_PIPELINES_TOKEN).", show_default=False),
         ] = None,
         cron: Annotated[
             str | None,
