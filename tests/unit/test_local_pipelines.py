@@ -39,3 +39,17 @@ def test_events_and_the_root_cause_are_extracted(tmp_path: Path) -> None:
         == "ValueError: data validation failed for s3://b/raw.csv: column 'amount' is 40% missing"
     )
     assert (tmp_path / "run.log").read_text() == LOG
+
+
+def test_error_lines_name_no_class_paths(tmp_path: Path) -> None:
+    tap = _LogTap(tmp_path / "run.log", lambda event: None)
+    tap.write(
+        "closedloop.storage.errors.StorageUnavailableError: S3 at http://127.0.0.1:1 is not "
+        "answering\n"
+    )
+    tap.close()
+    assert tap.last_error == "S3 at http://127.0.0.1:1 is not answering"
+    other = _LogTap(tmp_path / "other.log", lambda event: None)
+    other.write("botocore.exceptions.EndpointConnectionError: Could not connect\n")
+    other.close()
+    assert other.last_error == "EndpointConnectionError: Could not connect"

@@ -99,7 +99,18 @@ class _LogTap(io.TextIOBase):
         elif m := _SKIP.search(line):
             self._on_event(TaskEvent(m.group(1), "skipped", now))
         elif (m := _EXC.match(line)) and self.failed_task is None:
-            self.last_error = f"{m.group(1)}: {m.group(2)}"
+            self.last_error = _error_line(m.group(1), m.group(2))
+
+
+def _error_line(exception: str, message: str) -> str:
+    """A task's error for a person, never with a module path.
+
+    closedloop's own errors are whole sentences, so their message alone; others keep
+    their short class name.
+    """
+    if exception.startswith("closedloop."):
+        return message
+    return f"{exception.rsplit('.', 1)[-1]}: {message}"
 
 
 def run_pipeline(
