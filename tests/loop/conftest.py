@@ -36,6 +36,7 @@ from closedloop.storage import Store
 HERE = Path(__file__).parent
 MODEL = "fraud"
 REQUEST = "io.seldon.serving.inference.request"
+RESPONSE = "io.seldon.serving.inference.response"
 FEEDBACK = "io.seldon.serving.feedback"
 LAUNCHER = (
     "import typer\n"
@@ -183,6 +184,9 @@ def write_policy(path: Path, **overrides: Any) -> Path:
     policy = {
         "window_size": 1000,
         "window_max_age_seconds": 600,
+        # Windows close full in these tests; with a full window as the smallest one,
+        # min_samples up to k * 1000 stays reachable (DriftPolicy refuses it otherwise).
+        "min_window_rows": 1000,
         "p_value": 0.01,
         "effect_size_threshold": 0.1,
         "k": 1,
@@ -231,10 +235,41 @@ def request_event(
     return headers, json.dumps(body).encode()
 
 
-def feedback_event(
-    frame: pd.DataFrame, schema: InputSchema, event_id: str | None = None
+def response_body(probabilities: Any, version: str = "v1", puid: str | None = None) -> dict:
+    """A model server's answer: class probabilities, the version in ``meta.tags``."""
+    meta: dict[str, Any] = {"tags": {"model_name": MODEL, "model_version": version}}
+    if puid is not None:
+        meta["puid"] = puid
+    rows = [[float(p) for p in row] for row in probabilities]
+    return {"data": {"names": ["0", "1"], "ndarray": rows}, "meta": meta}
+
+
+def response_event(
+    probabilities: Any, puid: str, version: str = "v1", source: str = "tests"
 ) -> tuple[dict[str, str], bytes]:
-    """A binary-mode feedback CloudEvent: features in ``request``, labels in ``truth``."""
+    """A binary-mode response CloudEvent: ``Ce-Requestid`` is the prediction's puid."""
+    headers = {
+        "Ce-Specversion": "1.0",
+        "Ce-Id": str(uuid.uuid4()),
+        "Ce-Source": source,
+        "Ce-Type": RESPONSE,
+        "Ce-Requestid": puid,
+        "Content-Type": "application/json",
+    }
+    return headers, json.dumps(response_body(probabilities, version)).encode()
+
+
+def feedback_event(
+    frame: pd.DataFrame,
+    schema: InputSchema,
+    event_id: str | None = None,
+    response: Mapping[str, Any] | None = None,
+) -> tuple[dict[str, str], bytes]:
+    """A binary-mode feedback CloudEvent: features in ``request``, labels in ``truth``.
+
+    With *response*, the body echoes the response the client got, whose ``meta.puid``
+    names the prediction.
+    """
     headers, _ = request_event(frame, schema, event_id)
     headers["Ce-Type"] = FEEDBACK
     body = {
@@ -244,6 +279,8 @@ def feedback_event(
         "truth": {"data": {"ndarray": [[int(v)] for v in frame[DEFAULT_TARGET]]}},
         "reward": 1.0,
     }
+    if response is not None:
+        body["response"] = dict(response)
     return headers, json.dumps(body).encode()
 
 
@@ -253,6 +290,8 @@ def events() -> Any:
 
     class Events:
         request = staticmethod(request_event)
+        response = staticmethod(response_event)
+        response_body = staticmethod(response_body)
         feedback = staticmethod(feedback_event)
 
     return Events
@@ -361,10 +400,16 @@ FEATURES = (
 
 
 def window_report(sequence: int, closed_at: float, drifted: bool, n_rows: int = 1000) -> Any:
+    """A window as a sidecar reports it; a drifted one also lost quality (it counts)."""
     from closedloop.drift.sidecar.alarm import WindowReport
+    from closedloop.quality import QualityResult
 
     p = 1e-12 if drifted else 0.5
     effect = 0.3 if drifted else 0.02
+    drop = 0.3 if drifted else 0.0
+    quality = QualityResult(
+        "roc_auc", 0.9, 0.9 - drop, drop, 1e-9 if drifted else 0.6, 0.4, 0.1, 500
+    )
     return WindowReport(
         sequence=sequence,
         opened_at=closed_at - 30,
@@ -375,6 +420,7 @@ def window_report(sequence: int, closed_at: float, drifted: bool, n_rows: int = 
         distances={f: effect for f in FEATURES},
         effect_sizes={f: effect for f in FEATURES},
         drifted_features=FEATURES if drifted else (),
+        quality=quality,
     )
 
 

@@ -22,8 +22,8 @@ from closedloop.drift.sidecar.events import feedback_rows, parse_event, request_
 from closedloop.drift.sidecar.frames import feature_fields
 from closedloop.drift.sidecar.state import LedgerValues, StateDir
 from closedloop.drift.sidecar.window import Deduper, OpenWindow, WindowBuffer
-from closedloop.ml.schema import infer_schema
 from closedloop.drift.verdict import WindowVerdict, window_verdict
+from closedloop.ml.schema import infer_schema
 from closedloop.trigger.policy import RunSummary, WindowObservation, decide, last_windows
 
 ROOT = Path(__file__).parents[2]

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from closedloop.data.generate import generate_transactions
+from closedloop.serving.request_logger import PUID_HEADER
 
 
 @dataclass(frozen=True)
@@ -154,6 +155,13 @@ class TrafficDriver:
         version = str(body.get("meta", {}).get("tags", {}).get("model_version", ""))
         probabilities = body["data"]["ndarray"]
         scores = tuple(float(p[-1]) for p in probabilities)
+        # The feedback echoes the response and names the prediction by its puid, which the
+        # sidecar joins the labels on. The wrapper puts ``meta.puid`` in the body only when
+        # the request carried one; the executor (locally, the request logger) returns it in
+        # the ``Seldon-Puid`` header.
+        puid = body.get("meta", {}).get("puid") or response.headers.get(PUID_HEADER)
+        if puid:
+            body = {**body, "meta": {**body.get("meta", {}), "puid": puid}}
         feedback = {
             "request": request,
             "response": body,

@@ -5,7 +5,10 @@ Event port (``POST /``, where the Seldon request logger posts):
 * ``200 {"status": "accepted", "rows": n}`` — request rows taken into windows;
 * ``200 {"status": "buffered", "rows": n}`` — feedback rows taken for the archive;
 * ``200 {"status": "duplicate"}`` — ``(Ce-Source, Ce-Id)`` seen before, nothing done;
-* ``202 {"status": "ignored"}`` — a response event (counted, not used);
+* ``200 {"status": "recorded", "rows": n}`` — a response event remembered by its puid,
+  for feedback to join;
+* ``202 {"status": "ignored"}`` — a response event that cannot be joined (no
+  ``Ce-Requestid``, or no scores of the model's shape): counted, not used;
 * ``400 {"error": "...", "reason": "..."}`` — the event is invalid and was not taken;
 * ``413`` — a body over :data:`MAX_BODY_BYTES`.
 """

@@ -7,10 +7,14 @@ The Seldon executor posts each logged message as a binary-mode CloudEvent v1.0:
 is the message itself. Three types matter:
 
 * :data:`REQUEST_TYPE` — a prediction request: its rows go into the drift windows;
-* :data:`RESPONSE_TYPE` — the model's answer: acknowledged and counted, not used (the
-  detector watches input drift only; ``logger.mode: request`` does not send them);
+* :data:`RESPONSE_TYPE` — the model's answer (``data`` holds the class probabilities, or
+  the predictions of a regressor; ``meta.tags.model_version`` the version that answered):
+  remembered under its ``Ce-Requestid``, the prediction's puid, so that feedback can be
+  joined to it (:func:`response_prediction`; ``logger.mode: request`` sends none);
 * :data:`FEEDBACK_TYPE` — a Seldon ``Feedback`` message (``request`` with the features,
-  ``truth`` with the labels): archived as labelled rows for the retraining pipeline.
+  ``truth`` with the labels, ``response`` the prediction the client got, whose
+  ``meta.puid`` names it): archived as labelled rows for the retraining pipeline, and
+  joined to its prediction for the quality windows (:func:`feedback_puid`).
 
 Payloads accepted (a Seldon ``SeldonMessage``):
 
@@ -197,6 +201,91 @@ def feedback_rows(message: Any, schema: InputSchema) -> tuple[pd.DataFrame, pd.S
     frame = request_rows(message["request"], schema, what="feedback request")
     labels = _truth_labels(message["truth"], len(frame), schema)
     return frame, pd.Series(labels, index=frame.index, name=schema.target)
+
+
+@dataclass(frozen=True)
+class ResponsePrediction:
+    """The scores a model answered with, as a response event logged them.
+
+    Attributes:
+        scores: ``(rows, classes)`` probabilities of a classifier, in the order of
+            ``schema.classes``; ``(rows,)`` predictions of a regressor.
+        model_version: ``meta.tags.model_version`` of the response, if it carries one.
+    """
+
+    scores: np.ndarray
+    model_version: str | None
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+def response_prediction(message: Any, schema: InputSchema) -> ResponsePrediction:
+    """Read the scores of a logged response (a ``SeldonMessage`` from the model).
+
+    Args:
+        message: The parsed response body.
+        schema: The served version's input schema (task and classes).
+
+    Returns:
+        The scores and the version that answered.
+
+    Raises:
+        EventRejected: If the response holds no finite scores of the schema's shape.
+    """
+    if not isinstance(message, Mapping) or "data" not in message:
+        raise EventRejected("payload", "the response has no 'data' (ndarray or tensor) scores")
+    data = message["data"]
+    ndarray = data.get("ndarray") if isinstance(data, Mapping) else None
+    flat = isinstance(ndarray, list) and all(isinstance(v, _SCALARS) for v in ndarray)
+    rows: Any
+    if flat and schema.task == "regression":
+        # A regressor answers a 1-D array: one prediction per row.
+        rows = [[v] for v in ndarray]  # type: ignore[union-attr]
+    else:
+        _, rows = _data_rows(data, "response")
+    try:
+        scores = np.asarray(rows, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise EventRejected("payload", f"the response's scores are not numbers: {exc}") from exc
+    if scores.ndim != 2 or len(scores) == 0:
+        raise EventRejected("payload", "the response holds no rows of scores")
+    if len(scores) > MAX_ROWS_PER_EVENT:
+        raise EventRejected(
+            "too_large", f"the response holds {len(scores)} rows; at most {MAX_ROWS_PER_EVENT}"
+        )
+    if not np.all(np.isfinite(scores)):
+        raise EventRejected("payload", "the response's scores must be finite numbers")
+    if schema.task == "regression":
+        if scores.shape[1] != 1:
+            raise EventRejected(
+                "schema", f"a regressor answers one value per row, got {scores.shape[1]}"
+            )
+        scores = scores[:, 0]
+    else:
+        classes = len(schema.classes or ())
+        if scores.shape[1] != classes:
+            raise EventRejected(
+                "schema",
+                f"the response has {scores.shape[1]} scores per row; the model has "
+                f"{classes} classes",
+            )
+    meta = message.get("meta")
+    tags = meta.get("tags") if isinstance(meta, Mapping) else None
+    version = tags.get("model_version") if isinstance(tags, Mapping) else None
+    return ResponsePrediction(scores, str(version) if version else None)
+
+
+def feedback_puid(message: Any) -> str | None:
+    """The puid of the prediction a ``Feedback`` answers: its ``response.meta.puid``.
+
+    Returns:
+        The puid, or ``None`` when the feedback echoes no response or it names none.
+    """
+    response = message.get("response") if isinstance(message, Mapping) else None
+    meta = response.get("meta") if isinstance(response, Mapping) else None
+    puid = meta.get("puid") if isinstance(meta, Mapping) else None
+    return puid if isinstance(puid, str) and puid else None
 
 
 def _data_rows(data: Any, what: str) -> tuple[list[str] | None, list[list[Any]]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,9 +10,12 @@ from pathlib import Path
 from closedloop.drift.detector import FittedDetector, load_detector_dir
 from closedloop.drift.sidecar.errors import ModelLoadError
 from closedloop.ml.schema import InputSchema
+from closedloop.quality import QUALITY_BASELINE_FILE, QualityBaseline, QualityError
 from closedloop.registry import Registry, RegistryError
 from closedloop.registry.layout import DETECTOR_DIR, SCHEMA_FILE
 from closedloop.storage import StorageError, Store
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -23,18 +27,21 @@ class ServedDetector:
         version: The resolved version (never ``champion``).
         detector: The fitted detector.
         schema: The version's input schema.
+        quality_baseline: The version's holdout quality, which labelled live rows are
+            tested against; ``None`` for versions registered without one.
     """
 
     model_name: str
     version: str
     detector: FittedDetector
     schema: InputSchema
+    quality_baseline: QualityBaseline | None = None
 
 
 def load_served_detector(
     store: Store, registry_uri: str, model_name: str, version: str
 ) -> ServedDetector:
-    """Fetch a version from the registry (every file's sha256 checked) and load its detector.
+    """Fetch a version (every file's sha256 checked) and load its detector and quality baseline.
 
     Args:
         store: The storage layer.
@@ -43,11 +50,12 @@ def load_served_detector(
         version: ``v<N>`` or ``champion`` (resolved once, here).
 
     Returns:
-        The loaded detector and schema.
+        The loaded detector, schema and quality baseline (``None`` if the version has
+        none: it was registered before baselines were written).
 
     Raises:
-        ModelLoadError: If the version is missing, a digest differs, or the detector
-            directory is incomplete.
+        ModelLoadError: If the version is missing, a digest differs, the detector
+            directory is incomplete, or the quality baseline is malformed.
     """
     registry = Registry(store, registry_uri)
     with tempfile.TemporaryDirectory(prefix="closedloop-sidecar-") as tmp:
@@ -70,4 +78,21 @@ def load_served_detector(
             if schema_path.exists()
             else detector.schema
         )
-    return ServedDetector(model_name, local.version, detector, schema)
+        baseline = _quality_baseline(Path(local.path), model_name, local.version)
+    return ServedDetector(model_name, local.version, detector, schema, baseline)
+
+
+def _quality_baseline(version_dir: Path, model_name: str, version: str) -> QualityBaseline | None:
+    path = version_dir / QUALITY_BASELINE_FILE
+    if not path.exists():
+        log.warning(
+            "%s %s has no %s: the sidecar watches input drift only, quality stays unknown",
+            model_name,
+            version,
+            QUALITY_BASELINE_FILE,
+        )
+        return None
+    try:
+        return QualityBaseline.from_json(path.read_bytes())
+    except QualityError as exc:
+        raise ModelLoadError(f"{model_name} {version}: {QUALITY_BASELINE_FILE}: {exc}") from exc

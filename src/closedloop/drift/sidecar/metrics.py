@@ -1,12 +1,20 @@
 """The sidecar's Prometheus metrics, in a registry of their own, served at ``/metrics``.
 
 Every series carries ``model`` and ``version`` labels. Per-window values (p-values,
-distances, effect sizes, the drift flag) describe the last evaluated window.
+distances, effect sizes, the drift flag, the quality gauges) describe the last
+evaluated window; a quality gauge is NaN when that window's quality was unknown.
 """
 
 from __future__ import annotations
 
+import math
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from closedloop.drift.verdict import WindowVerdict
+    from closedloop.quality import QualityResult
 
 PREFIX = "closedloop_sidecar"
 
@@ -109,6 +117,44 @@ class SidecarMetrics:
         self.feedback_rows_dropped = counter(
             "feedback_rows_dropped", "Labelled rows dropped because the buffer overflowed."
         ).labels(model_name, model_version)
+        self.feedback_joined = counter(
+            "feedback_joined", "Feedback events joined to their logged prediction."
+        ).labels(model_name, model_version)
+        self._feedback_unmatched = counter(
+            "feedback_unmatched",
+            "Feedback events not joined to a prediction (kept out of quality windows), "
+            "by reason: no_puid, unknown_puid, expired, other_version, row_mismatch.",
+            "reason",
+        )
+        self.labelled_rows_dropped = counter(
+            "labelled_rows_dropped", "Joined labelled rows over a window's cap, dropped."
+        ).labels(model_name, model_version)
+        self.predictions_logged = gauge(
+            "predictions_logged", "Predictions waiting for their label (the join map)."
+        ).labels(model_name, model_version)
+        self._quality_value = gauge(
+            "quality_value", "The quality metric on the last window's labelled rows.", "metric"
+        )
+        self._quality_baseline = gauge(
+            "quality_baseline", "The quality metric on the served version's holdout.", "metric"
+        )
+        self.quality_drop = gauge(
+            "quality_drop", "Baseline minus window quality, last window (positive = worse)."
+        ).labels(model_name, model_version)
+        self.quality_p_value = gauge(
+            "quality_p_value", "p-value of the last window's loss increase."
+        ).labels(model_name, model_version)
+        self.labelled_rows = gauge(
+            "labelled_rows", "Labelled rows joined to the last evaluated window."
+        ).labels(model_name, model_version)
+        self._verdicts = counter(
+            "window_verdict",
+            "Evaluated windows by verdict: degraded, input_drift, quiet, quality_unknown.",
+            "verdict",
+        )
+        self.labels_stale = gauge(
+            "labels_stale", "1 if no label was joined for label_delay_seconds, else 0."
+        ).labels(model_name, model_version)
         self._rows_lost = counter(
             "rows_lost",
             "Rows whose fate is unknown after an unclean stop (accepted after the last "
@@ -159,3 +205,45 @@ class SidecarMetrics:
     def started(self, previous: str) -> None:
         """Count a start after a ``clean``, ``unclean`` or ``none`` (fresh) previous run."""
         self._starts.labels(self.model_name, self.model_version, previous).inc()
+
+    def feedback_unmatched(self, reason: str) -> None:
+        """Count one feedback event kept out of the quality windows."""
+        self._feedback_unmatched.labels(self.model_name, self.model_version, reason).inc()
+
+    def window_judged(
+        self,
+        verdict: WindowVerdict,
+        quality: QualityResult | None,
+        labelled_rows: int,
+        metric: str | None,
+    ) -> None:
+        """Publish the last window's quality and count its verdict.
+
+        Args:
+            verdict: The policy's verdict on the window.
+            quality: Its quality result, if it was measured.
+            labelled_rows: Labelled rows joined to it.
+            metric: The compared metric (resolved), if the version has a baseline.
+        """
+        if verdict.quality_degraded:
+            name = "degraded"
+        elif verdict.input_drift:
+            name = "input_drift"
+        elif verdict.quality_degraded is None:
+            name = "quality_unknown"
+        else:
+            name = "quiet"
+        self._verdicts.labels(self.model_name, self.model_version, name).inc()
+        self.labelled_rows.set(labelled_rows)
+        if quality is not None:
+            metric = quality.metric
+        if metric is not None:
+            self._quality_value.labels(self.model_name, self.model_version, metric).set(
+                math.nan if quality is None else quality.value
+            )
+        self.quality_drop.set(math.nan if quality is None else quality.drop)
+        self.quality_p_value.set(math.nan if quality is None else quality.p_value)
+
+    def quality_baseline(self, metric: str, value: float) -> None:
+        """Publish the served version's holdout value of the compared metric."""
+        self._quality_baseline.labels(self.model_name, self.model_version, metric).set(value)

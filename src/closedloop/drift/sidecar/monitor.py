@@ -2,8 +2,10 @@
 
 :class:`DriftMonitor` owns four threads besides the caller's:
 
-* the **evaluator** runs the detector on closed windows, in order, publishes the scores
-  and, for a drifted window only, hands a :class:`DriftAlarm` to the emitter;
+* the **evaluator** runs the detector on closed windows, in order, tests the labelled
+  predictions joined to each window against the version's quality baseline
+  (:func:`closedloop.quality.assess`), publishes the scores and, for an alerting window
+  only (input drift or quality loss), hands a :class:`DriftAlarm` to the emitter;
 * the **ticker** closes windows by age, refreshes the gauges and writes a checkpoint
   every ``checkpoint_interval`` seconds when something changed;
 * the **archiver** writes feedback batches to S3 when one is due;
@@ -13,6 +15,14 @@
 :meth:`DriftMonitor.ingest` is called for every HTTP request. It checks the event
 completely before taking the lock, so a bad event is answered without touching any
 state; under the lock it dedupes on ``(source, id)`` and buffers the rows.
+
+Quality: response events are remembered by puid (:class:`~closedloop.drift.sidecar.join.PredictionLog`);
+a feedback event whose ``response.meta.puid`` names a remembered prediction of the served
+version joins its labels to that prediction's scores, and the labelled rows go with the
+window being filled. Feedback that does not join is archived all the same but counted as
+unmatched and kept out of every window. The labelled rows of open and pending windows are
+checkpointed with them; the prediction log is not, so feedback for predictions made
+before a restart counts as ``unknown_puid``.
 """
 
 from __future__ import annotations
@@ -24,25 +34,42 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from closedloop.drift.policy import DriftPolicy
 from closedloop.drift.sidecar.alarm import DriftAlarm, WindowReport
 from closedloop.drift.sidecar.archive import FeedbackArchive, archive_fields
 from closedloop.drift.sidecar.emitter import AlarmEmitter
 from closedloop.drift.sidecar.errors import CheckpointError, EventRejected
-from closedloop.drift.sidecar.events import feedback_rows, parse_event, request_rows
+from closedloop.drift.sidecar.events import (
+    SeldonEvent,
+    feedback_puid,
+    feedback_rows,
+    parse_event,
+    request_rows,
+    response_prediction,
+)
 from closedloop.drift.sidecar.frames import feature_fields
+from closedloop.drift.sidecar.join import (
+    DEFAULT_CAPACITY,
+    LabelledRows,
+    LoggedPrediction,
+    PredictionLog,
+)
 from closedloop.drift.sidecar.loader import ServedDetector
 from closedloop.drift.sidecar.metrics import SidecarMetrics
 from closedloop.drift.sidecar.state import Checkpoint, Ledger, LedgerValues, StateDir
 from closedloop.drift.sidecar.window import ClosedWindow, Deduper, WindowBuffer
 from closedloop.drift.verdict import clean_scores, drifted_features
+from closedloop.quality import QualityError, QualityResult, assess
 from closedloop.storage import Store
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
-Outcome = Literal["accepted", "duplicate", "ignored", "buffered"]
+Outcome = Literal["accepted", "duplicate", "ignored", "buffered", "recorded"]
 Previous = Literal["none", "clean", "unclean"]
 
 
@@ -63,6 +90,7 @@ class MonitorSettings:
         emit_timeout: Seconds per delivery attempt of a drift event.
         emit_backoff_max: Longest delay between delivery attempts.
         tick_seconds: How often windows are checked for age.
+        prediction_capacity: Most predictions remembered while they wait for feedback.
     """
 
     replica: str
@@ -76,6 +104,7 @@ class MonitorSettings:
     emit_timeout: float = 5.0
     emit_backoff_max: float = 30.0
     tick_seconds: float = 0.5
+    prediction_capacity: int = DEFAULT_CAPACITY
 
 
 @dataclass(frozen=True)
@@ -85,7 +114,8 @@ class IngestResult:
     Attributes:
         kind: ``request``, ``response`` or ``feedback``.
         outcome: ``accepted`` (rows went into windows), ``buffered`` (feedback rows
-            went to the archive buffer), ``duplicate`` or ``ignored`` (a response).
+            went to the archive buffer), ``recorded`` (a response remembered for the
+            join), ``duplicate`` or ``ignored`` (a response that cannot be joined).
         rows: Rows taken.
     """
 
@@ -167,6 +197,9 @@ class DriftMonitor:
             policy.window_size, policy.window_max_age_seconds, policy.min_rows
         )
         self._dedupe = Deduper(settings.dedupe_capacity)
+        self._predictions = PredictionLog(policy.label_delay_seconds, settings.prediction_capacity)
+        self._last_label_at = clock()
+        self._quality_metric = self._resolve_quality_metric()
         self._pending: deque[ClosedWindow] = deque()
         self._history: deque[WindowReport] = deque(maxlen=policy.n - 1)
         self._rows_accepted = 0
@@ -174,6 +207,18 @@ class DriftMonitor:
         self._dirty = False
         self._last_checkpoint = 0.0
         self._threads: list[threading.Thread] = []
+
+    def _resolve_quality_metric(self) -> str | None:
+        baseline = self.served.quality_baseline
+        if baseline is None:
+            return None
+        try:
+            metric = baseline.metric_name(self.policy.quality_metric)
+        except QualityError as exc:
+            log.error("quality is not measured: %s", exc)
+            return None
+        self.metrics.quality_baseline(metric, float(baseline.metrics.get(metric, float("nan"))))
+        return metric
 
     @property
     def model_name(self) -> str:
@@ -219,6 +264,8 @@ class DriftMonitor:
         )
         restored = self._restore(checkpoint) if checkpoint is not None else 0
         self._rows_accepted = checkpoint.rows_accepted if checkpoint is not None else 0
+        # Labels count as stale only after label_delay_seconds without one from now on.
+        self._last_label_at = self._clock()
         self._ledger.write(LedgerValues(self._rows_accepted, self._buffer.sequence))
         self.state.mark_running()
         self.metrics.started(previous)
@@ -320,6 +367,7 @@ class DriftMonitor:
                 "replica": self.settings.replica,
                 "window_sequence": self._buffer.sequence,
                 "window_rows": self._buffer.rows,
+                "window_labelled_rows": self._buffer.labelled_rows,
                 "windows_pending": len(self._pending),
                 "rows_accepted": self._rows_accepted,
             }
@@ -336,8 +384,7 @@ class DriftMonitor:
             event = parse_event(headers, body)
             kind = event.kind
             if event.kind == "response":
-                self.metrics.event(kind, "ignored")
-                return IngestResult(kind, "ignored", 0)
+                return self._ingest_response(event)
             if event.kind == "request":
                 frame = request_rows(event.data, self.schema)
             else:
@@ -370,13 +417,62 @@ class DriftMonitor:
                     model_version=self.model_version,
                     received_at=now,
                 )
+                unmatched, dropped = self._join(feedback_puid(event.data), labels, now)
         if event.kind == "request":
             self.metrics.rows_accepted.inc(len(frame))
             self.metrics.event(kind, "accepted")
             return IngestResult(kind, "accepted", len(frame))
+        if unmatched is None:
+            self.metrics.feedback_joined.inc()
+        else:
+            self.metrics.feedback_unmatched(unmatched)
+        if dropped:
+            self.metrics.labelled_rows_dropped.inc(dropped)
         self.metrics.event(kind, "buffered")
         self.metrics.feedback_rows_buffered.set(self.archive.buffered)
         return IngestResult(kind, "buffered", len(frame))
+
+    def _ingest_response(self, event: SeldonEvent) -> IngestResult:
+        # As the executor's logging, best effort: a response that cannot be joined (no
+        # puid, no scores of the model's shape, a protobuf body) is counted, not refused.
+        # A repeated response replaces the same entry, so it needs no dedupe.
+        if event.request_id is None:
+            self.metrics.event("response", "ignored")
+            return IngestResult("response", "ignored", 0)
+        try:
+            prediction = response_prediction(event.data, self.schema)
+        except EventRejected as exc:
+            log.debug("response %s cannot be joined: %s", event.request_id, exc)
+            self.metrics.event("response", "ignored")
+            return IngestResult("response", "ignored", 0)
+        logged = LoggedPrediction(prediction.scores, prediction.model_version, self._clock())
+        with self._lock:
+            self._predictions.add(event.request_id, logged)
+            size = len(self._predictions)
+        self.metrics.predictions_logged.set(size)
+        self.metrics.event("response", "recorded")
+        return IngestResult("response", "recorded", len(prediction))
+
+    def _join(self, puid: str | None, labels: pd.Series, now: float) -> tuple[str | None, int]:
+        """Join checked labels to their prediction (the caller holds the lock).
+
+        Returns:
+            Why the feedback did not join (``None`` if it did), and how many of its
+            labelled rows overflowed the window's cap.
+        """
+        if puid is None:
+            return "no_puid", 0
+        found = self._predictions.take(puid, now)
+        if isinstance(found, str):
+            return found, 0
+        if found.model_version is not None and found.model_version != self.model_version:
+            return "other_version", 0
+        values = labels.tolist()
+        if len(found.scores) != len(values):
+            return "row_mismatch", 0
+        dropped = self._buffer.add_labels(LabelledRows.join(values, found.scores, self.schema))
+        self._last_label_at = now
+        return None, dropped
 
     # -- evaluation -------------------------------------------------------------------
     def _evaluate_loop(self) -> None:
@@ -423,6 +519,7 @@ class DriftMonitor:
         effects = clean_scores(result.effect_sizes, 0.0)
         distances = clean_scores(result.distances, 0.0)
         drifted = drifted_features(self.policy, p_values, effects)
+        quality = self._assess(window)
         report = WindowReport(
             sequence=window.sequence,
             opened_at=window.opened_at,
@@ -433,21 +530,37 @@ class DriftMonitor:
             distances=distances,
             effect_sizes=effects,
             drifted_features=drifted,
+            quality=quality,
+            labels_stale=window.closed_at - self._last_label_at > self.policy.label_delay_seconds,
         )
+        verdict = report.verdict(self.policy)
         self.metrics.feature_scores(p_values, distances, effects)
+        self.metrics.window_judged(verdict, quality, len(window.labels), self._quality_metric)
         self.metrics.window_sequence.set(window.sequence)
         self.metrics.window_n_rows.set(report.n_rows)
         self.metrics.window_evaluated(report.drifted)
         log.info(
-            "window %d (%d rows, closed by %s): %s; min p %.3g, max effect %.3f",
+            "window %d (%d rows, %d labelled, closed by %s): %s; min p %.3g, max effect %.3f",
             window.sequence,
             report.n_rows,
+            len(window.labels),
             window.reason,
-            f"DRIFT in {', '.join(drifted)}" if drifted else "no drift",
+            verdict.summary(),
             min(p_values.values()),
             max(effects.values()),
         )
         return report
+
+    def _assess(self, window: ClosedWindow) -> QualityResult | None:
+        baseline = self.served.quality_baseline
+        labels = window.labels
+        if baseline is None or self._quality_metric is None or len(labels) < 2:
+            return None
+        try:
+            return assess(baseline, labels.y, labels.scores, self._quality_metric)
+        except QualityError as exc:
+            log.warning("window %d: quality not measured: %s", window.sequence, exc)
+            return None
 
     # -- periodic work ----------------------------------------------------------------
     def _tick_loop(self) -> None:
@@ -465,6 +578,11 @@ class DriftMonitor:
                 self._work.notify_all()
             rows, opened = self._buffer.rows, self._buffer.opened_at
             pending = len(self._pending)
+            self._predictions.expire(now)
+            logged = len(self._predictions)
+            stale = now - self._last_label_at > self.policy.label_delay_seconds
+        self.metrics.predictions_logged.set(logged)
+        self.metrics.labels_stale.set(1 if stale else 0)
         self.metrics.window_rows.set(rows)
         self.metrics.window_fill.set(rows / self.policy.window_size)
         self.metrics.window_age.set(0.0 if opened is None else max(0.0, now - opened))

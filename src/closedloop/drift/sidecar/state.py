@@ -5,7 +5,9 @@ Layout::
     CURRENT                 name of the newest complete checkpoint directory
     ckpt-<n>/meta.json      sequence numbers, window history, dedupe keys, row counts
     ckpt-<n>/*.parquet      rows of the open window, of closed windows not yet
-                            evaluated, and feedback rows not yet archived
+                            evaluated, and feedback rows not yet archived; the
+                            labelled predictions joined to those windows
+                            (``labels*.parquet``)
     ledger.bin              crash-proof counters: rows accepted, highest window number
     RUNNING                 present while a sidecar runs; left behind by a hard kill
     outbox/<seq>-<id>.json  drift events not yet delivered to the trigger
@@ -36,6 +38,7 @@ import pandas as pd
 from closedloop.drift.sidecar.alarm import AlarmError, DriftAlarm, WindowReport
 from closedloop.drift.sidecar.errors import CheckpointError
 from closedloop.drift.sidecar.frames import from_parquet, to_parquet
+from closedloop.drift.sidecar.join import LabelledRows
 from closedloop.drift.sidecar.window import ClosedWindow, OpenWindow
 
 if TYPE_CHECKING:
@@ -199,6 +202,12 @@ class StateDir:
             _write_synced(directory / name, to_parquet(frame, fields))
             return name
 
+        def labels_file(name: str, labels: LabelledRows) -> str | None:
+            import pyarrow as pa
+
+            frame = labels.to_frame()
+            return frame_file(name, frame, [pa.field(c, pa.float64()) for c in frame.columns])
+
         return {
             "format": CHECKPOINT_FORMAT,
             "model_name": cp.model_name,
@@ -209,6 +218,7 @@ class StateDir:
                 "sequence": cp.open_window.sequence,
                 "opened_at": cp.open_window.opened_at,
                 "file": frame_file("window.parquet", cp.open_window.frame, self.window_fields),
+                "labels_file": labels_file("labels.parquet", cp.open_window.labels),
             },
             "pending": [
                 {
@@ -219,6 +229,7 @@ class StateDir:
                     "file": frame_file(
                         f"pending-{w.sequence}.parquet", w.frame, self.window_fields
                     ),
+                    "labels_file": labels_file(f"labels-{w.sequence}.parquet", w.labels),
                 }
                 for w in cp.pending
             ],
@@ -249,6 +260,12 @@ class StateDir:
                     else from_parquet((directory / name).read_bytes())
                 )
 
+            def labels(name: str | None) -> LabelledRows:
+                # Checkpoints written before quality windows have no labels_file.
+                return (
+                    LabelledRows.empty() if name is None else LabelledRows.from_frame(frame(name))
+                )
+
             window = meta["open_window"]
             return Checkpoint(
                 model_name=meta["model_name"],
@@ -256,11 +273,19 @@ class StateDir:
                 written_at=float(meta["written_at"]),
                 rows_accepted=int(meta["rows_accepted"]),
                 open_window=OpenWindow(
-                    window["sequence"], window["opened_at"], frame(window["file"])
+                    window["sequence"],
+                    window["opened_at"],
+                    frame(window["file"]),
+                    labels(window.get("labels_file")),
                 ),
                 pending=tuple(
                     ClosedWindow(
-                        p["sequence"], p["opened_at"], p["closed_at"], p["reason"], frame(p["file"])
+                        p["sequence"],
+                        p["opened_at"],
+                        p["closed_at"],
+                        p["reason"],
+                        frame(p["file"]),
+                        labels(p.get("labels_file")),
                     )
                     for p in meta["pending"]
                 ),

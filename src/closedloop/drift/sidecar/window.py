@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
 from closedloop.drift.sidecar.alarm import CloseReason
+from closedloop.drift.sidecar.join import LabelledRows
+
+MAX_LABELLED_ROWS = 100_000
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,7 @@ class ClosedWindow:
         closed_at: When it closed.
         reason: ``size`` (it reached ``window_size`` rows) or ``age``.
         frame: Its rows, coerced to the schema.
+        labels: Labelled predictions joined while it was open.
     """
 
     sequence: int
@@ -32,6 +36,7 @@ class ClosedWindow:
     closed_at: float
     reason: CloseReason
     frame: pd.DataFrame
+    labels: LabelledRows = field(default_factory=LabelledRows.empty)
 
 
 @dataclass(frozen=True)
@@ -42,11 +47,13 @@ class OpenWindow:
         sequence: The number it will close with.
         opened_at: When its first row arrived, or None while empty.
         frame: Its rows so far (possibly none).
+        labels: Labelled predictions joined so far.
     """
 
     sequence: int
     opened_at: float | None
     frame: pd.DataFrame
+    labels: LabelledRows = field(default_factory=LabelledRows.empty)
 
 
 class WindowBuffer:
@@ -55,25 +62,37 @@ class WindowBuffer:
     A window closes when it holds ``size`` rows (an event that does not fit is split:
     its remaining rows open the next window), or on :meth:`close_if_old` once its first
     row is ``max_age`` seconds old and it holds at least ``min_rows`` rows. An old window
-    with fewer rows stays open until it has them.
+    with fewer rows stays open until it has them. Labelled predictions joined while a
+    window is open (:meth:`add_labels`) close with it, at most ``max_labels`` of them.
 
     Args:
         size: Rows per full window.
         max_age: Seconds after which a window with ``min_rows`` rows closes.
         min_rows: Fewest rows an age-closed window may hold.
         next_sequence: The number of the first window.
+        max_labels: Most labelled rows one window keeps; later ones are dropped.
     """
 
-    def __init__(self, size: int, max_age: float, min_rows: int, next_sequence: int = 1) -> None:
-        if size < 1 or min_rows < 1 or min_rows > size or max_age <= 0:
-            raise ValueError("need size >= min_rows >= 1 and max_age > 0")
+    def __init__(
+        self,
+        size: int,
+        max_age: float,
+        min_rows: int,
+        next_sequence: int = 1,
+        max_labels: int = MAX_LABELLED_ROWS,
+    ) -> None:
+        if size < 1 or min_rows < 1 or min_rows > size or max_age <= 0 or max_labels < 1:
+            raise ValueError("need size >= min_rows >= 1, max_age > 0 and max_labels >= 1")
         self.size = size
         self.max_age = max_age
         self.min_rows = min_rows
+        self.max_labels = max_labels
         self._sequence = next_sequence
         self._chunks: list[pd.DataFrame] = []
         self._rows = 0
         self._opened_at: float | None = None
+        self._labels: list[LabelledRows] = []
+        self._labelled = 0
 
     @property
     def sequence(self) -> int:
@@ -84,6 +103,11 @@ class WindowBuffer:
     def rows(self) -> int:
         """Rows in the window being filled."""
         return self._rows
+
+    @property
+    def labelled_rows(self) -> int:
+        """Labelled rows joined to the window being filled."""
+        return self._labelled
 
     @property
     def opened_at(self) -> float | None:
@@ -105,6 +129,16 @@ class WindowBuffer:
                 closed.append(self._close(now, "size"))
         return closed
 
+    def add_labels(self, rows: LabelledRows) -> int:
+        """Attach labelled rows to the window being filled; return how many were dropped."""
+        room = max(0, self.max_labels - self._labelled)
+        take = min(room, len(rows))
+        if take:
+            kept = rows if take == len(rows) else LabelledRows(rows.y[:take], rows.scores[:take])
+            self._labels.append(kept)
+            self._labelled += take
+        return len(rows) - take
+
     def close_if_old(self, now: float) -> ClosedWindow | None:
         """Close the window if it is ``max_age`` old and holds ``min_rows`` rows."""
         if (
@@ -117,11 +151,15 @@ class WindowBuffer:
 
     def snapshot(self) -> OpenWindow:
         """Return the open window's state (its rows concatenated)."""
-        return OpenWindow(self._sequence, self._opened_at, self._frame())
+        return OpenWindow(
+            self._sequence, self._opened_at, self._frame(), LabelledRows.concat(self._labels)
+        )
 
     def restore(self, window: OpenWindow) -> list[ClosedWindow]:
         """Continue from a checkpointed window; returns any window its rows fill."""
         self._sequence = max(self._sequence, window.sequence)
+        self._labels, self._labelled = [], 0
+        self.add_labels(window.labels)
         if len(window.frame) == 0 or window.opened_at is None:
             return []
         # The rows keep their age: the window opened when they first arrived.
@@ -134,11 +172,19 @@ class WindowBuffer:
 
     def _close(self, now: float, reason: CloseReason) -> ClosedWindow:
         assert self._opened_at is not None
-        window = ClosedWindow(self._sequence, self._opened_at, now, reason, self._frame())
+        window = ClosedWindow(
+            self._sequence,
+            self._opened_at,
+            now,
+            reason,
+            self._frame(),
+            LabelledRows.concat(self._labels),
+        )
         self._sequence += 1
         self._chunks = []
         self._rows = 0
         self._opened_at = None
+        self._labels, self._labelled = [], 0
         return window
 
 
