@@ -9,6 +9,7 @@ a fake API.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -40,6 +41,26 @@ ALLOWED_VOLUME_TYPES = {
     "secret",
 }
 POD_TEMPLATE_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}
+
+
+def _register_fake_seldon() -> None:
+    """Make ``import fake_seldon`` work in this directory's test modules.
+
+    ``--import-mode=importlib`` puts no test directory on ``sys.path``; the stand-in for
+    the API server and the Seldon operator is a plain module beside the tests.
+    """
+    if "fake_seldon" in sys.modules:
+        return
+    spec = importlib.util.spec_from_file_location(
+        "fake_seldon", Path(__file__).parent / "fake_seldon.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+
+
+_register_fake_seldon()
 
 
 def venv_tool(name: str) -> Path:

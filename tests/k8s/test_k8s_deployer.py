@@ -1,11 +1,9 @@
-"""KubernetesDeployer: create-or-patch, waiting, rollback and API error mapping.
+"""KubernetesDeployer: create, narrow JSON Patch, waiting on the real rollout, rollback.
 
-These tests run against ``FakeCustomObjectsApi`` below, a hand-written fake of
-``kubernetes.client.CustomObjectsApi``: no Kubernetes API server (nor Docker, nor a
-cluster) can run on the machines these tests run on. The fake keeps objects in memory,
-applies JSON merge patches, records every call, raises scripted ``ApiException``s (the
-real class from the ``kubernetes`` package), and plays the Seldon operator by reporting
-a scripted ``status.state`` on each read. A real cluster is exercised by tests/e2e when
+These tests run against ``fake_seldon``: an in-memory API server, Seldon operator and
+Deployment controller that behave as their upstream sources do (see that module's
+docstring and the contract tests in ``test_k8s_fake_seldon.py``). No Kubernetes API
+server can run where these tests run; tests/e2e exercises a real cluster when
 ``KUBECONFIG`` points at one.
 """
 
@@ -13,11 +11,11 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Sequence
 from typing import Any
 
+import fake_seldon
 import pytest
-from kubernetes.client.exceptions import ApiException
+from fake_seldon import FakeClock, FakeCluster, Rollout, api_error
 from urllib3.exceptions import MaxRetryError
 
 from closedloop.deploy import DeployError
@@ -28,10 +26,17 @@ from closedloop.deploy.kubernetes import (
     DeploymentNotFound,
     DeploymentUnavailable,
     KubernetesDeployer,
-    merge_patch,
+    SeldonDeployer,
+    VersionAlreadyFailed,
+    service_url,
+)
+from closedloop.deploy.promotion import roll_out_then_promote
+from closedloop.deploy.rollout import (
+    ANNOTATION_FAILED_VERSION,
+    ANNOTATION_PREVIOUS_VERSION,
+    served_versions,
 )
 from closedloop.deploy.seldon import (
-    ANNOTATION_CHALLENGER_VERSION,
     LABEL_MODEL_VERSION,
     SeldonDeploymentConfig,
     build_seldon_deployment,
@@ -43,163 +48,17 @@ from closedloop.errors import ClosedLoopError
 NAMESPACE = "closedloop"
 V1 = SeldonDeploymentConfig(model_version="v1")
 V2 = SeldonDeploymentConfig(model_version="v2")
-
-# A scripted operator report: a state, or (state, how many generations behind it is).
-Report = str | tuple[str, int]
-
-
-def api_error(status: int, phrase: str, **status_body: Any) -> ApiException:
-    error = ApiException(status=status, reason=phrase)
-    if status_body:
-        error.body = json.dumps({"kind": "Status", "code": status, **status_body})
-    return error
-
-
-def apply_merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386, as the API server applies ``application/merge-patch+json``."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = copy.deepcopy(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = apply_merge_patch(result.get(key), value)
-    return result
-
-
-class FakeCustomObjectsApi:
-    """A fake CustomObjectsApi: no Kubernetes API server can run here (see module doc).
-
-    Args:
-        states: Per served model version, the states the "operator" reports on
-            successive reads; the last one repeats.
-        errors: Per method (``get``, ``create``, ``patch``), outcomes of successive calls:
-            an exception to raise, or None to proceed normally.
-    """
-
-    def __init__(
-        self,
-        *,
-        states: dict[str, list[Report]] | None = None,
-        errors: dict[str, Sequence[BaseException | None]] | None = None,
-    ) -> None:
-        self.objects: dict[tuple[str, str], dict[str, Any]] = {}
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-        self.states = {version: list(script) for version, script in (states or {}).items()}
-        self.errors = {method: list(script) for method, script in (errors or {}).items()}
-        self._resource_version = 100
-
-    def seed(self, manifest: dict[str, Any], **extra_metadata: dict[str, str]) -> dict[str, Any]:
-        obj = copy.deepcopy(manifest)
-        for field, values in extra_metadata.items():
-            obj["metadata"].setdefault(field, {}).update(values)
-        obj["metadata"].update(generation=1, resourceVersion=self._bump())
-        obj["status"] = {"state": "Available", "observedGeneration": 1}
-        self.objects[(obj["metadata"]["namespace"], obj["metadata"]["name"])] = obj
-        return copy.deepcopy(obj)
-
-    def _bump(self) -> str:
-        self._resource_version += 1
-        return str(self._resource_version)
-
-    def _record(self, method: str, **kwargs: Any) -> None:
-        assert kwargs.pop("group") == "machinelearning.seldon.io"
-        assert kwargs.pop("version") == "v1"
-        assert kwargs.pop("plural") == "seldondeployments"
-        self.calls.append((method, copy.deepcopy(kwargs)))
-        script = self.errors.get(method)
-        if script:
-            outcome = script.pop(0)
-            if outcome is not None:
-                raise outcome
-
-    def _not_found(self, name: str) -> ApiException:
-        return api_error(
-            404,
-            "Not Found",
-            reason="NotFound",
-            message=f'seldondeployments.machinelearning.seldon.io "{name}" not found',
-            details={
-                "name": name,
-                "group": "machinelearning.seldon.io",
-                "kind": "seldondeployments",
-            },
-        )
-
-    def _report(self, obj: dict[str, Any]) -> None:
-        version = obj["metadata"]["labels"][LABEL_MODEL_VERSION]
-        script = self.states.setdefault(version, ["Available"])
-        report = script.pop(0) if len(script) > 1 else script[0]
-        state, behind = (report, 0) if isinstance(report, str) else report
-        obj["status"] = {
-            "state": state,
-            "observedGeneration": obj["metadata"]["generation"] - behind,
-            "description": f"operator says {state}",
-            "address": {"url": f"http://{obj['metadata']['name']}-main.{NAMESPACE}:8000"},
-        }
-
-    def get_namespaced_custom_object(self, **kwargs: Any) -> dict[str, Any]:
-        self._record("get", **kwargs)
-        obj = self.objects.get((kwargs["namespace"], kwargs["name"]))
-        if obj is None:
-            raise self._not_found(kwargs["name"])
-        self._report(obj)
-        return copy.deepcopy(obj)
-
-    def create_namespaced_custom_object(self, **kwargs: Any) -> dict[str, Any]:
-        self._record("create", **kwargs)
-        body = copy.deepcopy(kwargs["body"])
-        key = (kwargs["namespace"], body["metadata"]["name"])
-        if key in self.objects:
-            raise api_error(409, "Conflict", reason="AlreadyExists", message="already exists")
-        body["metadata"].update(generation=1, resourceVersion=self._bump())
-        self.objects[key] = body
-        return copy.deepcopy(body)
-
-    def patch_namespaced_custom_object(self, **kwargs: Any) -> dict[str, Any]:
-        self._record("patch", **kwargs)
-        key = (kwargs["namespace"], kwargs["name"])
-        if key not in self.objects:
-            raise self._not_found(kwargs["name"])
-        obj = self.objects[key]
-        patch = copy.deepcopy(kwargs["body"])
-        expected = patch.get("metadata", {}).pop("resourceVersion", None)
-        if expected is not None and expected != obj["metadata"]["resourceVersion"]:
-            raise api_error(409, "Conflict", reason="Conflict", message="object has been modified")
-        updated = apply_merge_patch(obj, patch)
-        if updated["spec"] != obj["spec"]:
-            updated["metadata"]["generation"] += 1
-        updated["metadata"]["resourceVersion"] = self._bump()
-        self.objects[key] = updated
-        return copy.deepcopy(updated)
-
-    def methods(self) -> list[str]:
-        return [method for method, _ in self.calls]
-
-    def stored(self, name: str = "closedloop") -> dict[str, Any]:
-        return self.objects[(NAMESPACE, name)]
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
+SERVICE = "http://closedloop-main.closedloop.svc.cluster.local:8000"
 
 
 def deployer(
-    api: FakeCustomObjectsApi, clock: FakeClock, timeout: float = 60.0
+    cluster: FakeCluster, clock: FakeClock | None = None, timeout: float = 60.0
 ) -> KubernetesDeployer:
+    clock = clock or FakeClock(cluster)
     return KubernetesDeployer(
         NAMESPACE,
-        api=api,
+        api=cluster.custom,
+        apps_api=cluster.apps,
         timeout_seconds=timeout,
         poll_interval_seconds=5.0,
         clock=clock,
@@ -207,130 +66,403 @@ def deployer(
     )
 
 
-# create or patch, then wait -------------------------------------------------------------------
+def deployment_versions(cluster: FakeCluster) -> dict[str, str | None]:
+    return {name: fake_seldon._template_version(s.obj) for name, s in cluster.deployments.items()}
 
 
-def test_creates_when_absent_and_waits_until_available() -> None:
-    api = FakeCustomObjectsApi(states={"v1": ["Creating", "Creating", "Available"]})
-    clock = FakeClock()
-    result = deployer(api, clock).deploy(V1)
-    assert api.methods() == ["get", "create", "get", "get", "get"]
-    assert result.created is True
-    assert result.model_version == "v1" and result.generation == 1
-    assert result.address == "http://closedloop-main.closedloop:8000"
-    assert clock.sleeps == [5.0, 5.0]
-    assert api.calls[1][1]["body"] == build_seldon_deployment(V1)
+def prod_overlay(k8s: Any) -> dict[str, Any]:
+    """The SeldonDeployment as `kubectl apply -k manifests/overlays/prod` creates it."""
+    docs = k8s.kustomize(k8s.repo / "manifests" / "overlays" / "prod")
+    return next(d for d in docs if d["kind"] == "SeldonDeployment")
 
 
-def test_patches_when_present_keeping_foreign_metadata() -> None:
-    api = FakeCustomObjectsApi(states={"v2": ["Creating", "Available"]})
-    seeded = api.seed(
-        build_seldon_deployment(rollout(V1, "v2")),
-        labels={"team": "fraud"},
-        annotations={"kubectl.kubernetes.io/last-applied-configuration": "{}"},
-    )
-    result = deployer(api, FakeClock()).deploy(V2)
-    assert api.methods() == ["get", "patch", "get", "get"]
-    patch = api.calls[1][1]["body"]
-    assert patch["metadata"]["resourceVersion"] == seeded["metadata"]["resourceVersion"]
-    stored = api.stored()
-    assert stored["spec"] == build_seldon_deployment(V2)["spec"]
-    assert stored["metadata"]["labels"]["team"] == "fraud"
-    assert "kubectl.kubernetes.io/last-applied-configuration" in stored["metadata"]["annotations"]
-    # the finished rollout's annotation is ours, so it goes
-    assert ANNOTATION_CHALLENGER_VERSION not in stored["metadata"]["annotations"]
-    assert result.created is False and result.model_version == "v2" and result.generation == 2
+def without_versions(sdep: dict[str, Any]) -> dict[str, Any]:
+    """``sdep`` minus status, resourceVersion, generation and every field carrying a version."""
+    out = copy.deepcopy(sdep)
+    out.pop("status", None)
+    for key in ("resourceVersion", "generation"):
+        out["metadata"].pop(key, None)
+    for kind in ("labels", "annotations"):
+        for key in (LABEL_MODEL_VERSION, ANNOTATION_PREVIOUS_VERSION, ANNOTATION_FAILED_VERSION):
+            out["metadata"].get(kind, {}).pop(key, None)
+    for predictor in out["spec"]["predictors"]:
+        predictor["labels"].pop("version"), predictor["labels"].pop(LABEL_MODEL_VERSION)
+        for parameter in predictor["graph"]["parameters"]:
+            if parameter["name"] == "version":
+                parameter["value"] = "*"
+        for component in predictor["componentSpecs"]:
+            component["metadata"]["labels"].pop(LABEL_MODEL_VERSION)
+            for container in component["spec"]["containers"]:
+                for env in container.get("env", []):
+                    if env["name"] == "PREDICTIVE_UNIT_PARAMETERS":
+                        env["value"] = "*"
+                args = container.get("args", [])
+                if "--model-version" in args:
+                    args[args.index("--model-version") + 1] = "*"
+    return out
 
 
-def test_a_stale_available_status_is_not_trusted() -> None:
-    api = FakeCustomObjectsApi(states={"v2": [("Available", 1), ("Available", 1), "Available"]})
-    api.seed(build_seldon_deployment(V1))
-    result = deployer(api, FakeClock()).deploy(V2)
-    assert api.methods() == ["get", "patch", "get", "get", "get"]
-    assert result.generation == 2
+# 1. the rollout wait waits on the real rollout ----------------------------------------
 
 
-def test_promote_after_canary_is_one_patch() -> None:
-    canary = rollout(V1, "v2", traffic_percent=25)
-    api = FakeCustomObjectsApi()
-    api.seed(build_seldon_deployment(canary))
-    deployer(api, FakeClock()).deploy(promote(canary))
-    (predictor,) = api.stored()["spec"]["predictors"]
-    assert predictor["labels"]["version"] == "v2" and predictor["traffic"] == 100
+def test_waits_for_the_operator_owned_deployments_not_the_stale_status() -> None:
+    # Right after the patch the SeldonDeployment still says Available (the operator
+    # writes no observedGeneration); only the Deployments tell the truth.
+    cluster = FakeCluster(rollouts={"v2": Rollout(converge_after=4)})
+    cluster.seed(build_seldon_deployment(V1))
+    assert cluster.stored()["status"]["state"] == "Available"
+    assert "observedGeneration" not in cluster.stored()["status"]
+    clock = FakeClock(cluster)
+    result = deployer(cluster, clock).deploy(V2)
+    assert cluster.verbs().count("list") == 5
+    assert clock.sleeps == [5.0, 5.0, 5.0, 5.0]
+    assert result.served_version == "v2" and result.succeeded
+    (deployment,) = (s.obj for s in cluster.deployments.values())
+    assert fake_seldon._template_version(deployment) == "v2"
+    assert deployment["status"]["availableReplicas"] == deployment["spec"]["replicas"] == 2
 
 
-# failure and rollback -------------------------------------------------------------------------
+def test_first_deploy_creates_from_the_builder_and_waits() -> None:
+    cluster = FakeCluster(rollouts={"v1": Rollout(converge_after=2)})
+    result = deployer(cluster).deploy(V1)
+    assert cluster.verbs() == ["get", "create", "list", "list", "list", "get"]
+    assert cluster.calls[1][1] == build_seldon_deployment(V1)
+    assert result.created and result.previous_version is None and result.served_version == "v1"
 
 
-def test_failed_rollout_rolls_back_to_the_previous_spec() -> None:
-    api = FakeCustomObjectsApi(states={"v2": ["Creating", "Failed"]})
-    seeded = api.seed(build_seldon_deployment(V1))
-    with pytest.raises(DeploymentUnavailable) as caught:
-        deployer(api, FakeClock()).deploy(V2)
-    message = str(caught.value)
-    assert "operator says Failed" in message and "Rolled back" in message and "v1" in message
-    assert isinstance(caught.value.__cause__, DeploymentUnavailable)
-    assert api.methods() == ["get", "patch", "get", "get", "patch"]
-    stored = api.stored()
-    assert stored["spec"] == seeded["spec"]
-    assert stored["metadata"]["labels"] == seeded["metadata"]["labels"]
-    assert stored["metadata"]["annotations"] == seeded["metadata"]["annotations"]
-    rollback = api.calls[-1][1]["body"]
-    assert "resourceVersion" not in rollback.get("metadata", {}), "a rollback must not lose a race"
-
-
-def test_waiting_is_bounded_and_then_rolls_back() -> None:
-    api = FakeCustomObjectsApi(states={"v2": ["Creating"]})
-    api.seed(build_seldon_deployment(V1))
-    clock = FakeClock()
-    with pytest.raises(DeploymentUnavailable, match=r"not Available within 30 s; last state"):
-        deployer(api, clock, timeout=30.0).deploy(V2)
+def test_a_rollout_that_never_converges_times_out_and_rolls_back() -> None:
+    cluster = FakeCluster(rollouts={"v2": Rollout(converge_after=None)})
+    cluster.seed(build_seldon_deployment(V1))
+    clock = FakeClock(cluster)
+    with pytest.raises(DeploymentUnavailable, match=r"did not roll out within 30 s") as caught:
+        deployer(cluster, clock, timeout=30.0).deploy(V2)
     assert clock.now == pytest.approx(30.0)
-    assert api.methods().count("get") == 8  # the first read, then one per 5 s poll
-    assert api.methods()[-1] == "patch"
-    assert api.stored()["metadata"]["labels"][LABEL_MODEL_VERSION] == "v1"
+    assert "Rolled back to the previous version v1" in str(caught.value)
+    result = caught.value.result
+    assert result is not None and result.rolled_back and result.served_version == "v1"
+    assert served_versions(cluster.stored()) == {"main": "v1"}
+    assert cluster.stored()["metadata"]["annotations"][ANNOTATION_FAILED_VERSION] == "v2"
 
 
-def test_a_failed_first_deploy_has_nothing_to_roll_back() -> None:
-    api = FakeCustomObjectsApi(states={"v1": ["Failed"]})
-    with pytest.raises(DeploymentUnavailable, match="no previous spec to roll back to"):
-        deployer(api, FakeClock()).deploy(V1)
-    assert "patch" not in api.methods()
+def test_progress_deadline_exceeded_rolls_back_before_the_timeout() -> None:
+    cluster = FakeCluster(rollouts={"v2": Rollout(converge_after=None, deadline_after=2)})
+    cluster.seed(build_seldon_deployment(V1))
+    clock = FakeClock(cluster)
+    with pytest.raises(DeploymentUnavailable, match="has timed out progressing"):
+        deployer(cluster, clock, timeout=600.0).deploy(V2)
+    assert clock.now == pytest.approx(10.0)
+    assert served_versions(cluster.stored()) == {"main": "v1"}
+    cluster.step()
+    assert set(deployment_versions(cluster).values()) == {"v1"}
 
 
-def test_a_failed_rollback_reports_both_failures() -> None:
-    forbidden = api_error(403, "Forbidden", message="patch is forbidden")
-    api = FakeCustomObjectsApi(states={"v2": ["Failed"]}, errors={"patch": [None, forbidden]})
-    api.seed(build_seldon_deployment(V1))
-    with pytest.raises(DeployError) as caught:
-        deployer(api, FakeClock()).deploy(V2)
-    assert not isinstance(caught.value, DeploymentUnavailable)
-    message = str(caught.value)
-    assert "operator says Failed" in message and "Rolling back" in message
-    assert "patch is forbidden" in message
-    assert isinstance(caught.value.__cause__, DeployForbidden)
+def test_a_failed_first_deploy_has_nothing_to_roll_back_and_is_marked() -> None:
+    cluster = FakeCluster(rollouts={"v1": Rollout(converge_after=None, deadline_after=1)})
+    with pytest.raises(
+        DeploymentUnavailable, match="no previous version to roll back to"
+    ) as caught:
+        deployer(cluster).deploy(V1)
+    assert caught.value.result is not None and caught.value.result.served_version is None
+    assert cluster.stored()["metadata"]["annotations"][ANNOTATION_FAILED_VERSION] == "v1"
 
 
-# API errors ------------------------------------------------------------------------------------
+# 2. later deploys send a narrow JSON Patch --------------------------------------------
+
+
+def test_later_rollouts_send_a_narrow_json_patch_that_keeps_the_overlay(k8s: Any) -> None:
+    cluster = FakeCluster()
+    seeded = cluster.seed(prod_overlay(k8s))
+    deployer(cluster).deploy(V2)
+    (patch,) = cluster.patches()
+    assert patch["content_type"] == "application/json-patch+json"
+    operations = patch["body"]
+    assert operations[0] == {
+        "op": "test",
+        "path": "/metadata/resourceVersion",
+        "value": seeded["metadata"]["resourceVersion"],
+    }
+    replaced = {op["path"] for op in operations if op["op"] == "replace"}
+    assert replaced == {
+        "/metadata/labels/closedloop.io~1model-version",
+        "/metadata/annotations/closedloop.io~1model-version",
+        "/spec/predictors/0/labels/version",
+        "/spec/predictors/0/labels/closedloop.io~1model-version",
+        "/spec/predictors/0/graph/parameters/2/value",
+        "/spec/predictors/0/componentSpecs/0/metadata/labels/closedloop.io~1model-version",
+        "/spec/predictors/0/componentSpecs/0/spec/containers/0/env/2/value",
+        "/spec/predictors/0/componentSpecs/0/spec/containers/1/args/15",
+    }
+    assert {op["op"] for op in operations} == {"test", "replace", "add"}
+    stored = cluster.stored()
+    assert served_versions(stored) == {"main": "v2"}
+    assert without_versions(stored) == without_versions(seeded)
+    # what the overlay set, spelled out
+    component = stored["spec"]["predictors"][0]["componentSpecs"][0]
+    assert component["hpaSpec"]["minReplicas"] == 2 and component["hpaSpec"]["maxReplicas"] == 10
+    model, sidecar = component["spec"]["containers"]
+    assert {e["name"]: e.get("value") for e in model["env"]}["GUNICORN_WORKERS"] == "2"
+    assert model["resources"]["limits"]["memory"] == "3Gi"
+    assert (
+        model["image"]
+        == seeded["spec"]["predictors"][0]["componentSpecs"][0]["spec"]["containers"][0]["image"]
+    )
+    assert stored["metadata"]["labels"]["closedloop.io/environment"] == "prod"
+    assert json.loads(
+        {e["name"]: e.get("value") for e in model["env"]}["PREDICTIVE_UNIT_PARAMETERS"]
+    )[2] == {
+        "name": "version",
+        "value": "v2",
+        "type": "STRING",
+    }
+    assert sidecar["args"][sidecar["args"].index("--model-version") + 1] == "v2"
+
+
+def test_rollback_is_the_same_narrow_patch_and_keeps_the_overlay(k8s: Any) -> None:
+    cluster = FakeCluster(rollouts={"v2": Rollout(converge_after=None, deadline_after=2)})
+    seeded = cluster.seed(prod_overlay(k8s))
+    with pytest.raises(DeploymentUnavailable):
+        deployer(cluster).deploy(V2)
+    forward, back = cluster.patches()
+    assert back["content_type"] == "application/json-patch+json"
+    assert not any(op["path"] == "/metadata/resourceVersion" for op in back["body"]), (
+        "a rollback must survive the operator's status writes"
+    )
+    assert {op["path"] for op in back["body"] if op["op"] == "replace"} == {
+        op["path"] for op in forward["body"] if op["op"] == "replace"
+    }
+    stored = cluster.stored()
+    assert served_versions(stored) == served_versions(seeded) == {"main": "champion"}
+    assert without_versions(stored) == without_versions(seeded)
+    assert stored["metadata"]["labels"][LABEL_MODEL_VERSION] == "champion"
+
+
+def test_a_write_between_read_and_patch_is_re_read_and_retried() -> None:
+    cluster = FakeCluster()
+    cluster.seed(build_seldon_deployment(V1))
+    moved = api_error(
+        422,
+        "Unprocessable Entity",
+        message="testing value /metadata/resourceVersion failed: test failed",
+    )
+    cluster.errors["patch"] = [moved, None]
+    result = deployer(cluster).deploy(V2)
+    assert cluster.verbs()[:4] == ["get", "patch", "get", "patch"]
+    assert result.served_version == "v2"
+
+
+def test_a_patch_that_keeps_losing_the_race_gives_up_clearly() -> None:
+    cluster = FakeCluster()
+    cluster.seed(build_seldon_deployment(V1))
+    conflict = api_error(409, "Conflict", message="the object has been modified")
+    cluster.errors["patch"] = [conflict, conflict, conflict]
+    with pytest.raises(DeploymentConflict, match="kept changing under 3 patch attempts"):
+        deployer(cluster).deploy(V2)
+    assert cluster.verbs().count("patch") == 3
+    assert served_versions(cluster.stored()) == {"main": "v1"}
+
+
+def test_a_validation_422_is_not_retried() -> None:
+    cluster = FakeCluster()
+    cluster.seed(build_seldon_deployment(V1))
+    rejected = api_error(
+        422, "Unprocessable Entity", message="admission webhook denied: spec.predictors: invalid"
+    )
+    cluster.errors["patch"] = [rejected]
+    with pytest.raises(DeploymentInvalid, match="admission webhook denied"):
+        deployer(cluster).deploy(V2)
+    assert cluster.verbs().count("patch") == 1
+
+
+def test_canary_start_and_promote_touch_only_predictors_and_versions() -> None:
+    cluster = FakeCluster()
+    cluster.seed(build_seldon_deployment(V1))
+    canary = rollout(V1, "v2", traffic_percent=25)
+    deployer(cluster).deploy(canary)
+    stored = cluster.stored()
+    assert served_versions(stored) == {"main": "v1", "canary": "v2"}
+    assert [p["traffic"] for p in stored["spec"]["predictors"]] == [75, 25]
+    deployer(cluster).deploy(promote(canary))
+    (predictor,) = cluster.stored()["spec"]["predictors"]
+    assert predictor["labels"]["version"] == "v2" and predictor["traffic"] == 100
+    assert "closedloop.io/challenger-version" not in cluster.stored()["metadata"]["annotations"]
+    cluster.step()
+    assert set(deployment_versions(cluster).values()) == {"v2"}
+
+
+# 3. the service URL ---------------------------------------------------------------------
+
+
+def test_the_url_is_the_operators_address_not_a_guessed_service() -> None:
+    cluster = FakeCluster()
+    cluster.seed(build_seldon_deployment(V1))
+    info = SeldonDeployer(V1, deployer(cluster)).deploy("tabular-classifier", "v2")
+    assert info.url == SERVICE
+    assert "closedloop-main" in cluster.services
+
+
+def test_without_an_address_the_url_is_the_predictor_service() -> None:
+    built = build_seldon_deployment(V1)
+    assert service_url(built, NAMESPACE) == SERVICE
+    long = copy.deepcopy(built)
+    long["metadata"]["name"] = "x" * 60
+    assert service_url(long, NAMESPACE).startswith("http://seldon-")
+
+
+def test_status_reports_the_rollout_not_the_stale_state() -> None:
+    cluster = FakeCluster(rollouts={"v2": Rollout(converge_after=None)})
+    cluster.seed(build_seldon_deployment(V1))
+    cluster.custom.api_client.call_api(
+        "/apis/{group}/{version}/namespaces/{namespace}/{plural}/{name}",
+        "PATCH",
+        path_params={
+            "group": "machinelearning.seldon.io",
+            "version": "v1",
+            "namespace": NAMESPACE,
+            "plural": "seldondeployments",
+            "name": "closedloop",
+        },
+        header_params={"Content-Type": "application/merge-patch+json"},
+        body={"spec": build_seldon_deployment(V2)["spec"]},
+    )
+    info = SeldonDeployer(V1, deployer(cluster)).status()
+    assert info.serving_version == "v2" and info.ready is False
+    assert info.url == SERVICE
+
+
+# 4. registry pointer and retries ------------------------------------------------------------
+
+
+class FakeRegistry:
+    def __init__(self) -> None:
+        self.promoted: list[tuple[str, str, str]] = []
+
+    def promote(self, model_name: str, version: str, reason: str) -> None:
+        self.promoted.append((model_name, version, reason))
+
+
+def test_the_champion_moves_only_after_the_rollout_succeeded() -> None:
+    cluster = FakeCluster(rollouts={"v3": Rollout(converge_after=None, deadline_after=1)})
+    cluster.seed(build_seldon_deployment(V1))
+    registry = FakeRegistry()
+    seldon = SeldonDeployer(V1, deployer(cluster))
+    result = roll_out_then_promote(seldon, registry, "tabular-classifier", "v2", "gate passed")
+    assert result.served_version == "v2" and result.previous_version == "v1"
+    assert registry.promoted == [("tabular-classifier", "v2", "gate passed")]
+    with pytest.raises(DeploymentUnavailable) as caught:
+        roll_out_then_promote(seldon, registry, "tabular-classifier", "v3", "gate passed")
+    assert caught.value.result is not None and caught.value.result.rolled_back
+    assert caught.value.result.served_version == "v2"
+    assert len(registry.promoted) == 1
+
+
+def test_a_retry_of_a_failed_rollout_fails_fast_without_writing() -> None:
+    cluster = FakeCluster(rollouts={"v2": Rollout(converge_after=None)})
+    cluster.seed(build_seldon_deployment(V1))
+    with pytest.raises(DeploymentUnavailable):
+        deployer(cluster, timeout=30.0).deploy(V2)
+    cluster.calls.clear()
+    clock = FakeClock(cluster)
+    with pytest.raises(VersionAlreadyFailed, match="v2 already failed to roll out") as caught:
+        deployer(cluster, clock).deploy(V2)
+    assert cluster.verbs() == ["get"] and clock.now == 0.0
+    assert "retry_failed=True" in str(caught.value)
+
+
+def test_retry_failed_rolls_the_version_out_again_and_clears_the_mark() -> None:
+    cluster = FakeCluster(rollouts={"v2": Rollout(converge_after=None, deadline_after=1)})
+    cluster.seed(build_seldon_deployment(V1))
+    with pytest.raises(DeploymentUnavailable):
+        deployer(cluster).deploy(V2)
+    cluster.rollouts["v2"] = Rollout(converge_after=1)
+    cluster.step()  # the operator applies the rollback before anyone retries
+    result = deployer(cluster).deploy(V2, retry_failed=True)
+    assert result.served_version == "v2"
+    assert ANNOTATION_FAILED_VERSION not in cluster.stored()["metadata"]["annotations"]
+
+
+def test_retry_failed_after_a_failed_first_deploy_clears_the_mark_and_waits() -> None:
+    cluster = FakeCluster(rollouts={"v1": Rollout(converge_after=None, deadline_after=1)})
+    with pytest.raises(DeploymentUnavailable):
+        deployer(cluster).deploy(V1)
+    with pytest.raises(VersionAlreadyFailed):
+        deployer(cluster).deploy(V1)
+    cluster.rollouts["v1"] = Rollout(converge_after=1)  # say, the missing Secret was created
+    cluster.step()  # and the pods came up
+    result = deployer(cluster).deploy(V1, retry_failed=True)
+    assert result.served_version == "v1" and result.changed is False
+    assert ANNOTATION_FAILED_VERSION not in cluster.stored()["metadata"]["annotations"]
+
+
+def test_a_resumed_rollout_is_waited_on_not_patched_again() -> None:
+    # The step was killed after its patch; the retry finds the target already asked for.
+    cluster = FakeCluster(rollouts={"v2": Rollout(converge_after=3)})
+    cluster.seed(build_seldon_deployment(V1))
+    live = cluster.stored()
+    live["spec"] = build_seldon_deployment(V2)["spec"]
+    live["metadata"]["annotations"][ANNOTATION_PREVIOUS_VERSION] = "v1"
+    result = deployer(cluster).deploy(V2)
+    assert "patch" not in cluster.verbs() and cluster.verbs().count("list") == 4
+    assert result.served_version == "v2" and result.changed is False
+
+
+def test_a_resumed_rollout_that_fails_rolls_back_to_the_recorded_version() -> None:
+    cluster = FakeCluster(rollouts={"v2": Rollout(converge_after=None, deadline_after=1)})
+    seeded = cluster.seed(build_seldon_deployment(V1))
+    target = build_seldon_deployment(V2)
+    live = cluster.stored()
+    live["spec"] = target["spec"]
+    live["metadata"]["annotations"][ANNOTATION_PREVIOUS_VERSION] = "v1"
+    with pytest.raises(DeploymentUnavailable, match="Rolled back to the previous version v1"):
+        deployer(cluster).deploy(V2)
+    assert (cluster.verbs().count("patch"), served_versions(cluster.stored())) == (
+        1,
+        {"main": "v1"},
+    )
+    assert without_versions(cluster.stored())["spec"] == without_versions(seeded)["spec"]
+
+
+def test_a_rollback_does_not_undo_someone_elses_deploy() -> None:
+    cluster = FakeCluster(rollouts={"v2": Rollout(converge_after=None, deadline_after=2)})
+    cluster.seed(build_seldon_deployment(V1))
+    original = cluster.apps.list_namespaced_deployment
+
+    def meanwhile(namespace: str, **kwargs: Any) -> Any:
+        live = cluster.stored()
+        if served_versions(live) == {"main": "v2"}:
+            for parameter in live["spec"]["predictors"][0]["graph"]["parameters"]:
+                if parameter["name"] == "version":
+                    parameter["value"] = "v9"
+        return original(namespace, **kwargs)
+
+    cluster.apps.list_namespaced_deployment = meanwhile  # type: ignore[method-assign]
+    with pytest.raises(DeployError, match=r"now serves .*v9.* left as it is"):
+        deployer(cluster).deploy(V2)
+    assert served_versions(cluster.stored()) == {"main": "v9"}
+
+
+def test_another_model_is_refused() -> None:
+    cluster = FakeCluster()
+    cluster.seed(build_seldon_deployment(V1))
+    other = SeldonDeploymentConfig(model_name="other-model", model_version="v2")
+    with pytest.raises(DeployError, match="serves model 'tabular-classifier', not 'other-model'"):
+        deployer(cluster).deploy(other)
+    assert "patch" not in cluster.verbs()
+
+
+# API errors ------------------------------------------------------------------------------
 
 CRD_MISSING = api_error(404, "Not Found")
 CRD_MISSING.body = "404 page not found"
 
 
 @pytest.mark.parametrize(
-    ("method", "error", "expected", "fragment"),
+    ("verb", "error", "expected", "fragment"),
     [
         (
             "create",
             api_error(409, "Conflict", message="already exists"),
             DeploymentConflict,
             "created by someone else",
-        ),
-        (
-            "patch",
-            api_error(409, "Conflict", message="the object has been modified"),
-            DeploymentConflict,
-            "changed since it was read",
         ),
         (
             "create",
@@ -342,27 +474,23 @@ CRD_MISSING.body = "404 page not found"
             "get",
             api_error(403, "Forbidden", message="cannot get resource"),
             DeployForbidden,
-            "get, list, watch, create and patch",
+            "list on deployments.apps",
         ),
         (
-            "patch",
-            api_error(
-                422, "Unprocessable Entity", message="spec.predictors: traffic must sum to 100"
-            ),
-            DeploymentInvalid,
-            "traffic must sum to 100",
+            "list",
+            api_error(403, "Forbidden", message="cannot list deployments"),
+            DeployForbidden,
+            "cannot list deployments",
         ),
         ("get", api_error(500, "Internal Server Error"), DeployError, "HTTP 500"),
     ],
 )
 def test_api_errors_map_to_clear_exceptions(
-    method: str, error: ApiException, expected: type[DeployError], fragment: str
+    verb: str, error: Exception, expected: type[DeployError], fragment: str
 ) -> None:
-    api = FakeCustomObjectsApi(errors={method: [error]})
-    if method == "patch":
-        api.seed(build_seldon_deployment(V1))
+    cluster = FakeCluster(errors={verb: [error]})
     with pytest.raises(expected) as caught:
-        deployer(api, FakeClock()).deploy(V2)
+        deployer(cluster).deploy(V1)
     assert type(caught.value) is expected
     message = str(caught.value)
     assert fragment in message and "closedloop" in message and "\n" not in message
@@ -377,35 +505,23 @@ def test_a_missing_namespace_is_reported_as_not_found() -> None:
         message='namespaces "closedloop" not found',
         details={"kind": "namespaces"},
     )
-    api = FakeCustomObjectsApi(errors={"get": [missing]})
+    cluster = FakeCluster(errors={"get": [missing]})
     with pytest.raises(DeploymentNotFound, match='namespaces "closedloop" not found'):
-        deployer(api, FakeClock()).deploy(V1)
-    assert api.methods() == ["get"]
+        deployer(cluster).deploy(V1)
+    assert cluster.verbs() == ["get"]
 
 
 def test_an_unreachable_api_server_is_a_deploy_error() -> None:
-    api = FakeCustomObjectsApi(errors={"get": [MaxRetryError(None, "/apis", "refused")]})
+    cluster = FakeCluster(errors={"get": [MaxRetryError(None, "/apis", "refused")]})
     with pytest.raises(DeployError, match="cannot reach the Kubernetes API server"):
-        deployer(api, FakeClock()).deploy(V1)
+        deployer(cluster).deploy(V1)
 
 
 def test_namespace_mismatch_is_refused_before_any_call() -> None:
-    api = FakeCustomObjectsApi()
+    cluster = FakeCluster()
     other = SeldonDeploymentConfig(namespace="elsewhere")
     with pytest.raises(DeployError, match="differs from the deployer"):
-        deployer(api, FakeClock()).deploy(other)
+        deployer(cluster).deploy(other)
     with pytest.raises(DeployError, match="this deployer manages"):
-        deployer(api, FakeClock()).apply(build_seldon_deployment(other))
-    assert api.calls == []
-
-
-# the merge patch --------------------------------------------------------------------------------
-
-
-def test_merge_patch_round_trips() -> None:
-    current = {"a": 1, "b": {"c": 2, "d": 3}, "e": [1, 2], "gone": True}
-    target = {"a": 1, "b": {"c": 5}, "e": [2], "new": {"x": 1}}
-    patch = merge_patch(current, target)
-    assert patch == {"gone": None, "b": {"d": None, "c": 5}, "e": [2], "new": {"x": 1}}
-    assert apply_merge_patch(current, patch) == target
-    assert merge_patch(target, target) == {}
+        deployer(cluster).apply(build_seldon_deployment(other))
+    assert cluster.calls == []
