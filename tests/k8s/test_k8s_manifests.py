@@ -359,10 +359,12 @@ def test_network_policies_default_deny_and_open_only_declared_ports(
 def test_deployer_rbac_is_namespaced_and_minimal(rendered: dict[str, list[dict]]) -> None:
     docs = rendered["base"]
     assert not _by_kind(docs, "ClusterRole") and not _by_kind(docs, "ClusterRoleBinding")
-    (rule,) = _one(docs, "Role", "closedloop-deployer")["rules"]
+    rule, deployments = _one(docs, "Role", "closedloop-deployer")["rules"]
     assert rule["apiGroups"] == ["machinelearning.seldon.io"]
     assert rule["resources"] == ["seldondeployments"]
     assert set(rule["verbs"]) == {"get", "list", "watch", "create", "patch"}
+    # The rollout wait lists the operator-owned Deployments, nothing more.
+    assert deployments == {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["list"]}
     trigger_rules = _one(docs, "Role", "closedloop-trigger")["rules"]
     assert {g for r in trigger_rules for g in r["apiGroups"]} == {"pipelines.kubeflow.org"}
     accounts = {sa["metadata"]["name"]: sa for sa in _by_kind(docs, "ServiceAccount")}
