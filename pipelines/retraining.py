@@ -1,17 +1,19 @@
-"""The retraining pipeline: reference data + recent labelled feedback, same steps as training."""
+"""The retraining pipeline: recent labelled feedback (+ reference data if the concept held), same steps as training."""
 
 from closedloop.components.data_processing.assemble_training_data.component import (
     assemble_training_data,
 )
-from closedloop.pipelines._cluster import network_bound
+from closedloop.pipelines._cluster import network_bound, uncached
 from closedloop.pipelines.training import train_gate_register
 from kfp import dsl
 
 
 @dsl.pipeline(
     name="closedloop-retraining",
-    description="Started by the retrain trigger on drift: assemble reference + recent labelled rows, "
-    "then validate, clean, tune, evaluate, gate against the champion, register and promote.",
+    description="Started by the retrain trigger on drift: assemble the recent labelled rows (plus "
+    "reference rows unless the champion shows the concept changed) in time order, validate "
+    "against the champion's schema, clean, hold out the latest rows, tune, evaluate, gate "
+    "against the champion, register and promote.",
 )
 def retraining_pipeline(
     reference_uri: str,
@@ -22,6 +24,7 @@ def retraining_pipeline(
     recent_hours: float = 24.0,
     drift_started_at: float = 0.0,
     max_reference_rows: int = 20000,
+    reference_per_recent: float = 1.0,
     min_recent_rows: int = 500,
     n_candidates: int = 3,
     model_kinds: str = "xgboost,random_forest,logistic_regression",
@@ -31,13 +34,17 @@ def retraining_pipeline(
     min_primary_metric: float = 0.7,
     min_improvement: float = 0.0,
     seed: int = 0,
-    deploy_backend: str = "local",
+    deploy_backend: str = "kubernetes",
     deploy_endpoint: str = "",
 ):
     """Retrain on fresh labelled data and promote only through the gate.
 
-    The new version's drift detector is fitted on its own training rows, so the
-    sidecars re-baseline when it is promoted.
+    The recipe is ``closedloop.ml.retrain``'s: reference rows are kept only when the
+    champion's scores show the concept held (then at most ``reference_per_recent`` per
+    recent row); rows are in time order and the latest ``test_size`` share is the
+    holdout, which neither model was trained on; the data is validated against the
+    champion's schema as a contract. The new version's drift detector is fitted on its
+    own training rows, so the sidecars re-baseline when it is promoted.
 
     Args:
         reference_uri: The original training data.
@@ -47,11 +54,12 @@ def retraining_pipeline(
         target: The label column.
         recent_hours: Archive window length (when ``drift_started_at`` is 0).
         drift_started_at: Unix time the drift began; the trigger passes it. 0: use ``recent_hours``.
-        max_reference_rows: Reference rows kept beside the recent ones.
+        max_reference_rows: Most reference rows kept beside the recent ones.
+        reference_per_recent: Most reference rows kept per recent row.
         min_recent_rows: Fewest recent labelled rows to retrain on.
         n_candidates: Candidate configurations trained in parallel.
         model_kinds: Comma-separated model kinds to search over.
-        test_size: Share of rows held out for evaluation and the gate.
+        test_size: Share of rows, the latest, held out for evaluation and the gate.
         engineer: Add engineered features.
         primary_metric: The gate's metric.
         min_primary_metric: The gate's absolute threshold.
@@ -65,22 +73,27 @@ def retraining_pipeline(
             reference_uri=reference_uri,
             archive_uri=archive_uri,
             model_name=model_name,
+            registry_uri=registry_uri,
             recent_hours=recent_hours,
             drift_started_at=drift_started_at,
             max_reference_rows=max_reference_rows,
+            reference_per_recent=reference_per_recent,
             min_recent_rows=min_recent_rows,
             seed=seed,
         )
     )
+    # It reads mutable state (the archive, the champion pointer): never reuse a cached run.
+    uncached(assembled)
     train_gate_register(
         assembled.outputs["dataset"],
         target=target,
         model_name=model_name,
         registry_uri=registry_uri,
-        schema_uri="",
+        # Not a schema inferred from the data being checked: the champion's, as a contract.
+        schema_uri="champion",
         n_candidates=n_candidates,
         model_kinds=model_kinds,
-        split_strategy="stratified",
+        split_strategy="ordered",
         time_column="",
         test_size=test_size,
         engineer=engineer,

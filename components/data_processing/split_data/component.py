@@ -17,17 +17,20 @@ def split_data(
     time_column: str = "",
     seed: int = 0,
 ):
-    """Split stratified by label, or by time with the latest rows held out.
+    """Split stratified by label, by time, or by row order with the latest rows held out.
 
     Args:
         dataset: Cleaned rows.
         target: Name of the label column.
         train: Rows to fit on.
         holdout: Disjoint rows for evaluation and the gate.
-        strategy: ``stratified`` or ``time``.
+        strategy: ``stratified`` (shuffled, class shares kept), ``time`` (sorted by
+            ``time_column``, the latest held out) or ``ordered`` (the last rows as they
+            stand are held out, no shuffling: for data already in time order, such as
+            ``assemble_training_data`` writes).
         test_size: Share of rows held out.
         time_column: The ordering column for ``time``.
-        seed: Shuffle seed.
+        seed: Shuffle seed for ``stratified``.
     """
     from closedloop.components._runtime import read_frame, write_frame
 

@@ -26,7 +26,10 @@ def gate_model(
     """Decide whether the challenger may replace the champion.
 
     Absolute threshold first, then the minimum improvement over the champion, then a
-    one-sided paired bootstrap over holdout rows of the metric difference.
+    one-sided paired bootstrap over holdout rows of the metric difference. A threshold
+    the champion misses too on the same holdout is an alert (recorded in the decision),
+    not a blocker: the challenger must still beat the champion significantly. Without a
+    champion, or when the champion meets the threshold, missing it rejects.
 
     Args:
         model: The challenger pipeline.
@@ -35,8 +38,8 @@ def gate_model(
         registry_uri: The model registry (``s3://bucket/prefix``).
         model_name: Registered model name.
         verdict: The decision and its reason as Markdown.
-        decision: The decision as JSON (passed, reason, champion version, metrics), read by
-            the register and promote steps.
+        decision: The decision as JSON (passed, reason, alerts, champion version, metrics),
+            read by the register and promote steps.
         primary_metric: The compared metric (e.g. ``roc_auc``, ``f1``, ``rmse``).
         min_primary_metric: Absolute floor (ceiling for error metrics) of the primary metric.
         min_improvement: Improvement over the champion the challenger must exceed.
@@ -96,6 +99,9 @@ def gate_model(
     title = f"# Gate: challenger vs champion {champion_version or '(none)'}\n\n"
     write_text(title + decision_record.to_markdown(), verdict)
     print(f"gate {'PASSED' if decision_record.passed else 'REJECTED'}: {decision_record.reason}")
+    for alert in decision_record.alerts:
+        print(f"gate alert: {alert}")
     write_json({**decision_record.to_dict(), "champion_version": champion_version}, decision)
     decision.metadata["passed"] = decision_record.passed
+    decision.metadata["alerts"] = list(decision_record.alerts)
     return "promote" if decision_record.passed else "reject"

@@ -3,7 +3,12 @@
 A challenger **passes** when, on the same holdout rows:
 
 1. it meets every absolute threshold in ``min_metric`` (a floor for metrics where
-   higher is better, a ceiling for ``log_loss``, ``rmse`` and ``mae``); and
+   higher is better, a ceiling for ``log_loss``, ``rmse`` and ``mae``), except a
+   threshold the champion misses too on these rows: that one becomes an **alert**
+   (recorded in :attr:`GateDecision.alerts`), not a blocker, because rejecting the
+   challenger would only keep serving a champion that misses the bar as well.
+   Without a champion, or when the champion meets the threshold, a miss still
+   rejects; and
 2. either there is no champion and ``first_model="accept_if_thresholds"``, or
 3. its primary metric beats the champion's by **more than** ``min_improvement``
    (in the metric's better direction), and
@@ -13,7 +18,8 @@ A challenger **passes** when, on the same holdout rows:
    one-sided p-value (with the usual +1 correction); it must be below ``alpha``.
 
 The checks run in this order and the first failure is the reason. A challenger equal
-to the champion therefore never passes: replacing a model needs evidence.
+to the champion therefore never passes: replacing a model needs evidence, also when
+the champion has fallen below a threshold (steps 3 and 4 still apply).
 
 Scores: the positive-class probability for binary classification (1-D), class
 probabilities for multi-class (2-D), predictions for regression; ``y_true`` holds
@@ -146,6 +152,8 @@ class GateDecision:
         improvement: Challenger minus champion in the better direction, or ``None``.
         p_value: One-sided paired-bootstrap p-value, or ``None`` if not computed.
         challenger_metrics: Every metric the policy looked at, for the challenger.
+        alerts: Thresholds the challenger missed but did not block on, because the
+            champion misses them too on the same rows (one sentence each).
     """
 
     passed: bool
@@ -156,6 +164,7 @@ class GateDecision:
     improvement: float | None = None
     p_value: float | None = None
     challenger_metrics: Mapping[str, float] = field(default_factory=dict)
+    alerts: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serializable dict."""
@@ -168,6 +177,7 @@ class GateDecision:
             "improvement": self.improvement,
             "p_value": self.p_value,
             "challenger_metrics": dict(self.challenger_metrics),
+            "alerts": list(self.alerts),
         }
 
     def to_markdown(self) -> str:
@@ -191,6 +201,8 @@ class GateDecision:
             for name, value in self.challenger_metrics.items()
             if name != self.primary_metric
         ]
+        if self.alerts:
+            lines += ["", "**Alerts**", ""] + [f"- {alert}" for alert in self.alerts]
         return "\n".join(lines) + "\n"
 
 
@@ -204,6 +216,11 @@ def _weighted_auc(groups: np.ndarray, positive: np.ndarray, weights: np.ndarray)
         raise ValueError("a single class: ROC AUC is undefined")
     below = np.cumsum(neg) - neg
     return float(np.sum(pos * (below + 0.5 * neg)) / total)
+
+
+def _misses(name: str, value: float, limit: float) -> bool:
+    """Whether *value* fails the threshold *limit* of metric *name* (NaN always fails)."""
+    return math.isnan(value) or _oriented(name, value) < _oriented(name, limit)
 
 
 def _paired_bootstrap_p_value(
@@ -277,6 +294,7 @@ def gate(
     name = policy.primary_metric
     metric = METRICS[name]
     values = {m: METRICS[m](y, challenger) for m in dict.fromkeys([name, *policy.min_metric])}
+    alerts: list[str] = []
 
     def decide(
         passed: bool,
@@ -294,17 +312,28 @@ def gate(
             improvement=improvement,
             p_value=p_value,
             challenger_metrics=values,
+            alerts=tuple(alerts),
         )
 
     for metric_name, limit in policy.min_metric.items():
         value = values[metric_name]
-        if math.isnan(value) or _oriented(metric_name, value) < _oriented(metric_name, limit):
-            relation = (
-                "above the allowed maximum"
-                if metric_name in LOWER_IS_BETTER
-                else "below the required minimum"
-            )
-            return decide(False, f"challenger {metric_name} {value:.4f} is {relation} {limit:.4f}.")
+        if not _misses(metric_name, value, limit):
+            continue
+        relation = (
+            "above the allowed maximum"
+            if metric_name in LOWER_IS_BETTER
+            else "below the required minimum"
+        )
+        missed = f"challenger {metric_name} {value:.4f} is {relation} {limit:.4f}"
+        champion_value = None if champion is None else METRICS[metric_name](y, champion)
+        if champion_value is None:
+            return decide(False, f"{missed}.")
+        if not _misses(metric_name, champion_value, limit):
+            return decide(False, f"{missed}, which the champion meets ({champion_value:.4f}).")
+        alerts.append(
+            f"{missed}, but the champion misses it too on the same rows "
+            f"({champion_value:.4f}): an alert, not a blocker."
+        )
     if champion is None:
         if policy.first_model == "reject":
             return decide(False, "there is no champion and the policy rejects a first model.")

@@ -1,4 +1,4 @@
-"""Train/holdout splits: stratified at random, or by time."""
+"""Train/holdout splits: stratified at random, by a time column, or by row order."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from sklearn.model_selection import train_test_split
 
 from closedloop.ml.schema import parse_datetimes
 
-SplitStrategy = Literal["stratified", "time"]
+SplitStrategy = Literal["stratified", "time", "ordered"]
+SPLIT_STRATEGIES: tuple[str, ...] = ("stratified", "time", "ordered")
 
 # A target with at most this many distinct values is treated as classes to stratify on.
 _MAX_STRATA = 50
@@ -38,14 +39,18 @@ def split_dataset(
     target (at most 50 distinct values, each on two rows or more); any other target is
     split at random without strata. ``time`` sorts by ``time_column`` (strings are
     parsed with :func:`closedloop.ml.schema.parse_datetimes`) and holds out the latest
-    rows, so the model is judged on a future it has not seen.
+    rows, so the model is judged on a future it has not seen. ``ordered`` trusts the
+    frame's row order as time order (as :func:`closedloop.ml.retrain.assemble_retraining_rows`
+    builds it) and holds out the last ``test_size`` share of rows, unshuffled: the
+    most recent labelled slice, which neither an earlier champion nor the challenger
+    was trained on.
 
     Args:
         df: Rows to split.
         target: Name of the target column.
         test_size: Holdout fraction, in (0, 1).
-        strategy: ``stratified`` or ``time``.
-        time_column: Column to order by; required for ``time``.
+        strategy: ``stratified``, ``time`` or ``ordered``.
+        time_column: Column to order by; required for ``time``, ignored otherwise.
         seed: Shuffling seed for ``stratified``.
 
     Returns:
@@ -79,4 +84,7 @@ def split_dataset(
         order = np.argsort(stamps.to_numpy(), kind="stable")
         cut = len(df) - n_test
         return df.iloc[order[:cut]], df.iloc[order[cut:]]
-    raise ValueError(f"unknown strategy {strategy!r}; use 'stratified' or 'time'")
+    if strategy == "ordered":
+        cut = len(df) - n_test
+        return df.iloc[:cut], df.iloc[cut:]
+    raise ValueError(f"unknown strategy {strategy!r}; use one of {SPLIT_STRATEGIES}")

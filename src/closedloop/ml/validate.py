@@ -17,6 +17,24 @@ Severities (``passed`` means no ``error``):
   and values outside the schema's range or categories when they are at most
   ``max_out_of_schema_rate`` of the rows (above it they are errors).
 
+A schema *given* to validate against (the champion's, when retraining) is a contract,
+and :class:`SchemaContract` states what new data may change relative to it (pass one to
+:func:`validate_dataset`; without one the rules above are all there is):
+
+* columns and types must match: a column the schema does not know is an error (not a
+  warning), as is a categorical column that now holds numbers or timestamps (numeric,
+  boolean and datetime columns already fail on values of another type);
+* the target's classes must be a subset of the schema's: a new class is an error;
+* numeric ranges may widen by at most ``range_slack`` times the schema's span on each
+  side (a minimum of 0 or more never goes below 0); values beyond that count as out
+  of range, and every widening is reported as a warning with its numbers;
+* up to ``max_new_categories`` new categories per categorical column are accepted
+  and reported as a warning; more is an error.
+
+:func:`evolve_schema` returns the given schema grown by what the contract accepted
+(ranges stretched to the values seen, new categories added), for the model trained on
+the data.
+
 Outliers are values outside the IQR fences ``[Q1 - k*IQR, Q3 + k*IQR]`` with
 ``k = outlier_iqr_k`` (3, Tukey's "far out"), over the non-missing values of numeric
 columns, computed on ``log1p`` of right-skewed non-negative columns (see
@@ -31,7 +49,7 @@ import html
 import math
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -75,6 +93,28 @@ class QualityThresholds:
     def to_dict(self) -> dict[str, float]:
         """Return a JSON-serializable dict."""
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class SchemaContract:
+    """What new data may change relative to a given schema (see the module docstring).
+
+    Attributes:
+        range_slack: Numeric ranges may widen by this share of the schema's span
+            (``maximum - minimum``) on each side.
+        max_new_categories: New categories accepted per categorical column.
+    """
+
+    range_slack: float = 0.5
+    max_new_categories: int = 3
+
+    def __post_init__(self) -> None:
+        if self.range_slack < 0 or self.max_new_categories < 0:
+            raise ValueError("range_slack and max_new_categories must be non-negative")
+
+    def to_dict(self) -> dict[str, float]:
+        """Return a JSON-serializable dict."""
+        return {"range_slack": self.range_slack, "max_new_categories": self.max_new_categories}
 
 
 @dataclass(frozen=True)
@@ -123,6 +163,8 @@ class ValidationReport:
             min/max/mean/outlier rate or dominant date format and inconsistency rate.
         n_rows: Number of rows checked.
         duplicate_rate: Share of rows repeating an earlier row exactly.
+        thresholds: The limits applied.
+        contract: The rules for changes against a given schema, or ``None``.
     """
 
     passed: bool
@@ -131,6 +173,7 @@ class ValidationReport:
     n_rows: int
     duplicate_rate: float = 0.0
     thresholds: QualityThresholds = field(default_factory=QualityThresholds)
+    contract: SchemaContract | None = None
 
     @property
     def errors(self) -> tuple[Issue, ...]:
@@ -171,6 +214,7 @@ class ValidationReport:
             "issues": [i.to_dict() for i in self.issues],
             "column_stats": {c: dict(s) for c, s in self.column_stats.items()},
             "thresholds": self.thresholds.to_dict(),
+            "contract": None if self.contract is None else self.contract.to_dict(),
         }
 
     def summary(self) -> str:
@@ -189,6 +233,16 @@ class ValidationReport:
                 for column, checks in by_column.items()
             )
         return text
+
+    def _contract_text(self) -> str:
+        if self.contract is None:
+            return "Schema inferred from these rows: no contract against an earlier schema."
+        return (
+            "Checked against a given schema as a contract: columns and types must match, "
+            "no new target class; numeric ranges may widen by at most "
+            f"{self.contract.range_slack:g} of the schema's span on each side; at most "
+            f"{self.contract.max_new_categories} new categories per column."
+        )
 
     def to_html(self) -> str:
         """A self-contained HTML page: verdict, issues, column statistics."""
@@ -227,6 +281,7 @@ tr.warning td:first-child {{ color: #9a6700; }}
 <h1>Data validation</h1>
 <p style="color: {colour}; font-weight: bold">{html.escape(self.summary())}</p>
 <p>Duplicate rate: {_fmt(self.duplicate_rate)}</p>
+<p>{html.escape(self._contract_text())}</p>
 <h2>Issues</h2>
 <table><tr><th>severity</th><th>column</th><th>check</th><th>message</th><th>observed</th>
 <th>threshold</th><th>examples</th></tr>{rows or "<tr><td colspan=7>none</td></tr>"}</table>
@@ -548,8 +603,133 @@ def _balance_issues(
     return []
 
 
+def _widened_bounds(minimum: float, maximum: float, slack: float) -> tuple[float, float]:
+    """A range widened by *slack* times its span on each side; a minimum >= 0 stays >= 0."""
+    span = maximum - minimum
+    low = minimum - slack * span
+    if minimum >= 0:
+        low = max(low, 0.0)
+    return low, maximum + slack * span
+
+
+def _numeric_contract(
+    spec: ColumnSpec, values: pd.Series, contract: SchemaContract
+) -> tuple[ColumnSpec, ColumnSpec, list[Issue]]:
+    if spec.minimum is None or spec.maximum is None:
+        return spec, spec, []  # an open range has no span to widen by
+    low, high = _widened_bounds(spec.minimum, spec.maximum, contract.range_slack)
+    limit = replace(spec, minimum=low, maximum=high)
+    numbers = _numbers(values).to_numpy()
+    finite = numbers[np.isfinite(numbers)]
+    if finite.size == 0:
+        return limit, spec, []
+    seen_low, seen_high = float(finite.min()), float(finite.max())
+    if spec.minimum <= seen_low and seen_high <= spec.maximum:
+        return limit, spec, []
+    # Stretch to what the data reached, never past the contract's limit.
+    evolved = replace(
+        spec,
+        minimum=max(min(spec.minimum, seen_low), low),
+        maximum=min(max(spec.maximum, seen_high), high),
+    )
+    message = (
+        f"column {spec.name!r} ranges over [{seen_low:.6g}, {seen_high:.6g}], beyond the "
+        f"schema's [{spec.minimum:.6g}, {spec.maximum:.6g}]; the contract lets a range widen "
+        f"by {contract.range_slack:g} of its span, to [{low:.6g}, {high:.6g}]"
+    )
+    if seen_low < low or seen_high > high:
+        message += "; values beyond that count as out of range"
+    return limit, evolved, [Issue("range_widened", spec.name, "warning", message)]
+
+
+def _categorical_contract(
+    spec: ColumnSpec, values: pd.Series, contract: SchemaContract
+) -> tuple[ColumnSpec, ColumnSpec, list[Issue]]:
+    present = values[~is_null_like(values)]
+    if present.empty:
+        return spec, spec, []
+    if pd.api.types.is_bool_dtype(values.dtype) or pd.api.types.is_numeric_dtype(values.dtype):
+        held = "numbers"
+    elif pd.api.types.is_datetime64_any_dtype(values.dtype):
+        held = "timestamps"
+    else:
+        held = ""
+    if held:
+        message = (
+            f"column {spec.name!r} is categorical in the schema but holds {held} "
+            f"(dtype {values.dtype}): its type changed"
+        )
+        return spec, spec, [Issue("type_changed", spec.name, "error", message)]
+    if spec.allowed is None:
+        return spec, spec, []
+    counts = present.astype(str).value_counts()
+    new = counts[~counts.index.isin(spec.allowed)]
+    if new.empty:
+        return spec, spec, []
+    limit = replace(spec, allowed=(*spec.allowed, *sorted(new.index)))
+    accepted = len(new) <= contract.max_new_categories
+    shown = ", ".join(repr(c) for c in list(new.index)[:_MAX_EXAMPLES])
+    more = " …" if len(new) > _MAX_EXAMPLES else ""
+    message = (
+        f"column {spec.name!r} has {len(new)} new categor{'y' if len(new) == 1 else 'ies'} "
+        f"({shown}{more}) in {int(new.sum())} row(s); the contract accepts at most "
+        f"{contract.max_new_categories} per column"
+    )
+    issue = Issue(
+        "new_categories",
+        spec.name,
+        "warning" if accepted else "error",
+        message,
+        observed=float(len(new)),
+        threshold=float(contract.max_new_categories),
+        examples=tuple(f"{c!r}: {n} row(s)" for c, n in new.head(_MAX_EXAMPLES).items()),
+    )
+    # The limit schema lists them so the rate check does not report them a second time.
+    return limit, limit if accepted else spec, [issue]
+
+
+def _apply_contract(
+    df: pd.DataFrame, schema: InputSchema, contract: SchemaContract
+) -> tuple[InputSchema, InputSchema, list[Issue]]:
+    """Return the schema to check against, the evolved schema, and the contract's issues."""
+    limits: list[ColumnSpec] = []
+    evolved: list[ColumnSpec] = []
+    issues: list[Issue] = []
+    for spec in schema.columns:
+        limit, grown, found = spec, spec, []
+        if spec.name in df.columns and spec.kind == "numeric":
+            limit, grown, found = _numeric_contract(spec, df[spec.name], contract)
+        elif spec.name in df.columns and spec.kind == "categorical":
+            limit, grown, found = _categorical_contract(spec, df[spec.name], contract)
+        limits.append(limit)
+        evolved.append(grown)
+        issues.extend(found)
+    return replace(schema, columns=tuple(limits)), replace(schema, columns=tuple(evolved)), issues
+
+
+def evolve_schema(df: pd.DataFrame, schema: InputSchema, contract: SchemaContract) -> InputSchema:
+    """Return *schema* grown by the changes *contract* accepts in *df*.
+
+    Numeric ranges stretch to the values seen, up to the contract's widening;
+    accepted new categories are appended to ``allowed``. Everything else is unchanged,
+    so a schema that *df* fits is returned equal to itself.
+
+    Args:
+        df: Rows that passed :func:`validate_dataset` with this contract.
+        schema: The given schema (e.g. the champion's).
+        contract: The rules for changes.
+
+    Returns:
+        The evolved schema, for the model trained on *df*.
+    """
+    return _apply_contract(df, schema, contract)[1]
+
+
 def validate_dataset(
-    df: pd.DataFrame, schema: InputSchema, thresholds: QualityThresholds | None = None
+    df: pd.DataFrame,
+    schema: InputSchema,
+    thresholds: QualityThresholds | None = None,
+    contract: SchemaContract | None = None,
 ) -> ValidationReport:
     """Check a dataset against a schema and quality thresholds.
 
@@ -560,12 +740,17 @@ def validate_dataset(
         df: Raw or cleaned rows, features and target.
         schema: The expected input schema.
         thresholds: Limits; the defaults of :class:`QualityThresholds` when ``None``.
+        contract: When *schema* was given rather than inferred from *df* (e.g. the
+            champion's), the rules for what may have changed; ``None`` for none.
 
     Returns:
         The report.
     """
     thresholds = thresholds or QualityThresholds()
     issues: list[Issue] = []
+    if contract is not None:
+        schema, _, contract_issues = _apply_contract(df, schema, contract)
+        issues.extend(contract_issues)
     if len(df) < thresholds.min_rows:
         issues.append(
             Issue(
@@ -584,8 +769,9 @@ def validate_dataset(
                 Issue(
                     "extra_column",
                     str(column),
-                    "warning",
-                    f"column {column!r} is not in the schema",
+                    "warning" if contract is None else "error",
+                    f"column {column!r} is not in the schema"
+                    + ("" if contract is None else " (under a contract, columns must match)"),
                 )
             )
     issues.extend(_pandera_issues(df, schema, thresholds))
@@ -618,4 +804,5 @@ def validate_dataset(
         n_rows=len(df),
         duplicate_rate=duplicate_rate,
         thresholds=thresholds,
+        contract=contract,
     )

@@ -126,7 +126,11 @@ def test_input_drift_fires_when_labels_are_late_or_the_policy_says_so():
 
 def test_quality_loss_fires_without_input_drift():
     policy = DriftPolicy(k=2, n=3)
-    windows = [report(1, NOW - 20), report(2, NOW - 10, degraded=True), report(3, NOW, degraded=True)]
+    windows = [
+        report(1, NOW - 20),
+        report(2, NOW - 10, degraded=True),
+        report(3, NOW, degraded=True),
+    ]
     outcome = decision(policy, alarm_of(windows), NOW)
     assert outcome.fire and "quality" in outcome.detail
 

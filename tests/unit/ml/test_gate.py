@@ -37,9 +37,10 @@ def test_much_better_challenger_is_accepted(holdout):
 
 def test_thresholds_are_checked_first(holdout):
     policy = GatePolicy(min_metric={"roc_auc": 0.7, "recall": 0.99})
-    decision = gate(policy, holdout["y"], holdout["good"], holdout["random"])
+    decision = gate(policy, holdout["y"], holdout["good"], None)
     assert not decision.passed
     assert "recall" in decision.reason and "below the required minimum" in decision.reason
+    assert decision.alerts == ()
     ceiling = GatePolicy(min_metric={"log_loss": 0.05}, primary_metric="log_loss")
     decision = gate(ceiling, holdout["y"], holdout["good"], None)
     assert not decision.passed and "above the allowed maximum" in decision.reason
@@ -101,3 +102,40 @@ def test_policy_validation_and_outputs(holdout):
     assert "challenger accuracy" in markdown and "p-value" in markdown
     assert isinstance(decision, GateDecision)
     assert decision.to_dict()["passed"] is True
+
+
+def test_a_floor_the_champion_misses_too_is_an_alert_not_a_blocker(holdout):
+    y, good, weak = holdout["y"], holdout["good"], holdout["weak"]
+    policy = GatePolicy(min_metric={"roc_auc": 0.99})
+    champion_auc = gate(GatePolicy(min_metric={}), y, weak, None).challenger_metric
+    assert champion_auc < 0.99
+    decision = gate(policy, y, good, weak)
+    assert decision.challenger_metric < 0.99  # the challenger misses the floor too ...
+    assert decision.passed, decision.reason  # ... but it is significantly better
+    assert decision.p_value < policy.alpha
+    (alert,) = decision.alerts
+    assert "roc_auc" in alert and "champion misses it too" in alert
+    assert f"{champion_auc:.4f}" in alert
+    assert decision.to_dict()["alerts"] == [alert]
+    assert "**Alerts**" in decision.to_markdown() and alert in decision.to_markdown()
+
+
+def test_an_alert_does_not_waive_the_champion_comparison(holdout):
+    y, weak = holdout["y"], holdout["weak"]
+    # Both below the floor and no better than the champion: still rejected, with the alert.
+    decision = gate(GatePolicy(min_metric={"roc_auc": 0.99}), y, weak, weak)
+    assert not decision.passed
+    assert "does not exceed" in decision.reason
+    assert len(decision.alerts) == 1
+
+
+def test_a_floor_the_champion_meets_still_blocks(holdout):
+    y, good, weak = holdout["y"], holdout["good"], holdout["weak"]
+    policy = GatePolicy(min_metric={"roc_auc": 0.8})
+    assert gate(GatePolicy(min_metric={}), y, good, None).challenger_metric >= 0.8
+    decision = gate(policy, y, weak, good)
+    assert not decision.passed
+    assert "below the required minimum 0.8000" in decision.reason
+    assert "which the champion meets" in decision.reason
+    assert decision.alerts == ()
+    assert decision.p_value is None

@@ -44,6 +44,16 @@ def test_time_split_holds_out_the_latest_rows(frame):
     assert len(test) == 600
 
 
+def test_ordered_split_holds_out_the_last_rows_in_row_order(frame):
+    shuffled = frame.sample(frac=1.0, random_state=0)
+    train, test = split_dataset(shuffled, DEFAULT_TARGET, test_size=0.2, strategy="ordered", seed=9)
+    # No shuffling and no time column: the last 20% of rows as they stand, in order.
+    pd.testing.assert_frame_equal(test, shuffled.iloc[-600:])
+    pd.testing.assert_frame_equal(train, shuffled.iloc[:-600])
+    again = split_dataset(shuffled, DEFAULT_TARGET, test_size=0.2, strategy="ordered", seed=1)
+    assert again[1].index.equals(test.index)
+
+
 def test_time_split_parses_string_dates():
     df = pd.DataFrame(
         {

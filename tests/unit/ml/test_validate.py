@@ -5,7 +5,15 @@ import pandas as pd
 import pytest
 
 from closedloop.data import DEFAULT_TARGET, generate_transactions
-from closedloop.ml.validate import QualityThresholds, outlier_bounds, validate_dataset
+from closedloop.data.generate import COUNTRIES
+from closedloop.ml.schema import infer_schema
+from closedloop.ml.validate import (
+    QualityThresholds,
+    SchemaContract,
+    evolve_schema,
+    outlier_bounds,
+    validate_dataset,
+)
 
 
 def _errors(report):
@@ -133,3 +141,66 @@ def test_report_outputs(schema):
     assert "<script" not in page and "http" not in page
     summary = report.summary()
     assert "\n" not in summary and summary.startswith("FAILED")
+
+
+# -- a given schema as a contract -----------------------------------------------------
+def test_the_contract_rejects_what_self_inference_accepts(train_frame):
+    """Retraining data validated against a schema inferred from itself passes anything."""
+    champion = infer_schema(train_frame, DEFAULT_TARGET)
+    changed = generate_transactions(1000, seed=40)
+    changed["country"] = changed["country"].map({c: i for i, c in enumerate(COUNTRIES)})
+    changed.loc[changed.index[:30], DEFAULT_TARGET] = 2  # a class the champion never saw
+    circular = validate_dataset(changed, infer_schema(changed, DEFAULT_TARGET))
+    assert circular.passed, circular.summary()
+    report = validate_dataset(changed, champion, contract=SchemaContract())
+    assert not report.passed
+    errors = _errors(report)
+    assert ("type_changed", "country") in errors
+    assert ("known_labels", DEFAULT_TARGET) in errors
+
+
+def test_ranges_may_widen_by_the_stated_slack_and_say_so(train_frame):
+    champion = infer_schema(train_frame, DEFAULT_TARGET)
+    spec = champion.column("account_age_days")
+    span = spec.maximum - spec.minimum
+    wider = generate_transactions(1000, seed=41)
+    beyond = int(spec.maximum + 0.3 * span)
+    wider.loc[wider.index[:3], "account_age_days"] = beyond
+    report = validate_dataset(wider, champion, contract=SchemaContract(range_slack=0.5))
+    assert report.passed, report.summary()
+    (widened,) = [i for i in report.warnings if i.check == "range_widened"]
+    assert widened.column == "account_age_days" and "widen by 0.5 of its span" in widened.message
+    evolved = evolve_schema(wider, champion, SchemaContract(range_slack=0.5))
+    assert evolved.column("account_age_days").maximum == beyond
+    assert evolved.column("amount") == champion.column("amount")
+    # Beyond the slack: out of range (rate-tolerated as before), and still reported.
+    strict = validate_dataset(wider, champion, contract=SchemaContract(range_slack=0.1))
+    assert ("in_range", "account_age_days") in {(i.check, i.column) for i in strict.issues}
+    assert evolve_schema(wider, champion, SchemaContract(range_slack=0.1)).column(
+        "account_age_days"
+    ).maximum == pytest.approx(spec.maximum + 0.1 * span)
+
+
+def test_new_categories_are_reported_and_allowed_up_to_a_limit(train_frame):
+    champion = infer_schema(train_frame, DEFAULT_TARGET)
+    rows = generate_transactions(1000, seed=42)
+    rows.loc[rows.index[:60], "country"] = "NL"  # 6% of rows: an error without the contract
+    assert ("allowed_categories", "country") in _errors(validate_dataset(rows, champion))
+    report = validate_dataset(rows, champion, contract=SchemaContract(max_new_categories=1))
+    assert report.passed, report.summary()
+    (new,) = [i for i in report.warnings if i.check == "new_categories"]
+    assert new.column == "country" and "'NL'" in new.message
+    assert "NL" in evolve_schema(rows, champion, SchemaContract()).column("country").allowed
+    rows.loc[rows.index[60:70], "country"] = "PT"
+    report = validate_dataset(rows, champion, contract=SchemaContract(max_new_categories=1))
+    assert ("new_categories", "country") in _errors(report)
+
+
+def test_under_a_contract_columns_must_match(schema, train_frame):
+    extra = train_frame.assign(customer_id="c1")
+    assert validate_dataset(extra, schema).passed
+    report = validate_dataset(extra, schema, contract=SchemaContract())
+    assert ("extra_column", "customer_id") in _errors(report)
+    assert report.to_dict()["contract"] == {"range_slack": 0.5, "max_new_categories": 3}
+    assert "as a contract" in report.to_html()
+    assert evolve_schema(train_frame, schema, SchemaContract()) == schema

@@ -28,7 +28,9 @@ def fitted():
     )
     holdout = generate_transactions(3000, seed=2)
     y = encode_target(holdout[DEFAULT_TARGET], schema)
-    baseline = QualityBaseline.from_holdout("classification", y, predict_scores(model, holdout, schema))
+    baseline = QualityBaseline.from_holdout(
+        "classification", y, predict_scores(model, holdout, schema)
+    )
     return schema, model, baseline
 
 

@@ -24,12 +24,14 @@ pytestmark = pytest.mark.slow
 
 
 @dsl.pipeline(name="assemble-training-data-local")
-def assemble(reference_uri: str, archive_uri: str) -> dsl.Dataset:
+def assemble(reference_uri: str, archive_uri: str, registry_uri: str) -> dsl.Dataset:
     return assemble_training_data(
         reference_uri=reference_uri,
         archive_uri=archive_uri,
         model_name="fraud",
+        registry_uri=registry_uri,
         max_reference_rows=300,
+        reference_per_recent=10.0,
         min_recent_rows=50,
     ).outputs["dataset"]
 
@@ -61,6 +63,7 @@ def outputs(
             tmp_path_factory.mktemp("assemble-local"),
             reference_uri=reference_uri,
             archive_uri=f"s3://{bucket}/feedback",
+            registry_uri=f"s3://{bucket}/registry",
         )
 
 
@@ -70,3 +73,4 @@ def test_reference_sample_plus_feedback(outputs: dict, prepared: Prepared) -> No
     assert len(frame) == 380
     assert list(frame.columns) == list(prepared.frame("raw").columns)
     assert (dataset.metadata["reference_rows"], dataset.metadata["recent_rows"]) == (300, 80)
+    assert dataset.metadata["recency"]["concept_changed"] is False  # no champion to test with

@@ -1,4 +1,4 @@
-"""split_data called directly: disjoint parts, stratified or by time."""
+"""split_data called directly: disjoint parts, stratified, by time or by row order."""
 
 from __future__ import annotations
 
@@ -65,3 +65,17 @@ def test_time_split_holds_out_the_latest_rows(frame: pd.DataFrame, tmp_path: Pat
 def test_time_split_without_a_column_fails(frame: pd.DataFrame, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="time_column"):
         run(frame, tmp_path, strategy="time")
+
+
+def test_ordered_split_holds_out_the_last_rows_as_they_stand(
+    frame: pd.DataFrame, tmp_path: Path
+) -> None:
+    shuffled = frame.sample(frac=1.0, random_state=0).reset_index(drop=True)
+    train, holdout = run(shuffled, tmp_path, strategy="ordered", test_size=0.2, seed=5)
+    pd.testing.assert_frame_equal(holdout, shuffled.iloc[800:].reset_index(drop=True))
+    pd.testing.assert_frame_equal(train, shuffled.iloc[:800])
+
+
+def test_an_unknown_strategy_fails_naming_the_choices(frame: pd.DataFrame, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"unknown strategy 'random'.*'ordered'"):
+        run(frame, tmp_path, strategy="random")

@@ -1,4 +1,4 @@
-"""validate_data called directly: clean data passes, broken data stops the run."""
+"""validate_data called directly: clean data passes, broken data stops the run, a given schema is a contract."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from kfp import dsl
 
 from closedloop.data import generate_transactions
 from closedloop.ml.schema import InputSchema, infer_schema
+from closedloop.registry import Lineage, Registry
+from closedloop.registry.layout import SCHEMA_FILE
 from closedloop.storage import Store
 
 
@@ -156,3 +158,53 @@ def test_quality_thresholds_are_enforced(tmp_path: Path) -> None:
 def test_too_few_rows_fail(clean: pd.DataFrame, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"<frame> \(min_rows"):
         run(clean, tmp_path, min_rows=1000)
+
+
+# -- against the champion's schema, as the retraining pipeline validates ----------------
+def promote_schema(store: Store, registry_uri: str, schema: InputSchema, root: Path) -> str:
+    """Register a version holding *schema* and make it the champion; return its id."""
+    source = schema_file(schema, root / "version" / SCHEMA_FILE).parent
+    registry = Registry(store, registry_uri)
+    version = registry.register("fraud", source, Lineage("s3://x/data.parquet", "00")).version
+    registry.promote("fraud", version, "test champion")
+    return version
+
+
+def test_the_champion_schema_is_the_contract(
+    clean: pd.DataFrame,
+    expected: InputSchema,
+    tmp_path: Path,
+    s3_env: dict[str, str],
+    bucket: str,
+    s3_store: Store,
+) -> None:
+    registry_uri = f"s3://{bucket}/registry"
+    champion = {"schema_uri": "champion", "registry_uri": registry_uri, "model_name": "fraud"}
+    # No champion yet: inferred, and the schema artifact says so.
+    first = run(clean, tmp_path / "first", **champion)
+    assert "no champion yet" in first.schema.metadata["origin"]
+    promote_schema(s3_store, registry_uri, expected, tmp_path)
+    out = run(clean, tmp_path / "clean", **champion)
+    assert out.schema.metadata["origin"] == "the champion's, fraud v1"
+    assert Path(out.schema.path).read_text() == expected.to_json()
+    assert "as a contract" in Path(out.report.path).read_text()
+    # A new merchant category is accepted, reported, and passed on in the schema.
+    novel = clean.copy()
+    novel.loc[novel.index[:20], "merchant_category"] = "crypto"
+    out = run(novel, tmp_path / "novel", **champion)
+    assert "new_categories" in Path(out.report.path).read_text()
+    passed_on = InputSchema.from_json(Path(out.schema.path).read_text())
+    assert "crypto" in passed_on.column("merchant_category").allowed
+    with pytest.raises(ValueError, match=r"failing: is_fraud \(known_labels"):
+        run(
+            clean.assign(is_fraud=clean["is_fraud"].where(clean.index > 20, 2)),
+            tmp_path,
+            **champion,
+        )
+    with pytest.raises(ValueError, match=r"failing: .*channel \(type_changed"):
+        run(clean.assign(channel=(clean["channel"] == "online").astype(int)), tmp_path, **champion)
+
+
+def test_champion_needs_a_registry(clean: pd.DataFrame, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="needs registry_uri and model_name"):
+        run(clean, tmp_path, schema_uri="champion")

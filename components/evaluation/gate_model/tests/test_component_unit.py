@@ -67,6 +67,22 @@ def register_champion(store: Store, registry_uri: str, prepared: Prepared, model
     return manifest.version
 
 
+def weak_model(prepared: Prepared, directory: Path) -> Path:
+    """A weak model, one shallow tree on the prepared features; return its file."""
+    from closedloop.components._runtime import fit_on_features
+
+    from closedloop.ml.train import ModelConfig
+
+    weak = fit_on_features(
+        joblib.load(prepared.features),
+        prepared.frame("train"),
+        prepared.input_schema(),
+        ModelConfig("xgboost", {"n_estimators": 1, "max_depth": 1, "n_jobs": 1}, seed=0),
+    )
+    joblib.dump(weak, directory / "weak.joblib")
+    return directory / "weak.joblib"
+
+
 def test_first_model_is_accepted_on_thresholds(
     prepared: Prepared, tmp_path: Path, s3_env: dict[str, str], bucket: str
 ) -> None:
@@ -111,20 +127,9 @@ def test_the_champion_itself_is_no_improvement(
 def test_a_much_better_challenger_passes(
     prepared: Prepared, tmp_path: Path, s3_env: dict[str, str], bucket: str, s3_store: Store
 ) -> None:
-    from closedloop.components._runtime import fit_on_features
-
-    from closedloop.ml.train import ModelConfig
-
-    # A weak champion: one shallow tree.
-    weak = fit_on_features(
-        joblib.load(prepared.features),
-        prepared.frame("train"),
-        prepared.input_schema(),
-        ModelConfig("xgboost", {"n_estimators": 1, "max_depth": 1, "n_jobs": 1}, seed=0),
-    )
-    joblib.dump(weak, tmp_path / "weak.joblib")
+    weak = weak_model(prepared, tmp_path)  # a weak champion: one shallow tree
     registry_uri = f"s3://{bucket}/registry"
-    register_champion(s3_store, registry_uri, prepared, tmp_path / "weak.joblib")
+    register_champion(s3_store, registry_uri, prepared, weak)
     result, verdict = run(prepared, tmp_path / "gate", registry_uri, min_primary_metric=0.5)
     assert result.champion_version == "v1"
     assert (result.decision, result.passed) == ("promote", True), result.reason
@@ -132,3 +137,31 @@ def test_a_much_better_challenger_passes(
     assert "p-value (paired bootstrap)" in verdict
     assert result.record["champion_metric"] < result.record["challenger_metric"]
     assert result.record["p_value"] < 0.05
+
+
+def test_a_threshold_the_champion_misses_too_is_an_alert(
+    prepared: Prepared, tmp_path: Path, s3_env: dict[str, str], bucket: str, s3_store: Store
+) -> None:
+    weak = weak_model(prepared, tmp_path)
+    registry_uri = f"s3://{bucket}/registry"
+    register_champion(s3_store, registry_uri, prepared, weak)
+    # Neither model reaches 0.999: the floor alerts, the comparison decides.
+    result, verdict = run(prepared, tmp_path / "gate", registry_uri, min_primary_metric=0.999)
+    assert (result.decision, result.passed) == ("promote", True), result.reason
+    (alert,) = result.record["alerts"]
+    assert "below the required minimum 0.9990" in alert and "champion misses it too" in alert
+    assert "**Alerts**" in verdict
+
+
+def test_a_threshold_the_champion_meets_still_rejects(
+    prepared: Prepared, tmp_path: Path, s3_env: dict[str, str], bucket: str, s3_store: Store
+) -> None:
+    weak = weak_model(prepared, tmp_path)
+    registry_uri = f"s3://{bucket}/registry"
+    register_champion(s3_store, registry_uri, prepared, prepared.model)
+    # The weak model challenges the prepared champion, which meets the floor.
+    weak_challenger = Prepared(**{**prepared.__dict__, "model": weak})
+    result, _ = run(weak_challenger, tmp_path / "gate", registry_uri, min_primary_metric=0.8)
+    assert (result.decision, result.passed) == ("reject", False)
+    assert "which the champion meets" in result.reason
+    assert result.record["alerts"] == []
