@@ -9,28 +9,27 @@ from __future__ import annotations
 from kfp import kubernetes
 from kfp.dsl import PipelineTask
 
-S3_SECRET = "closedloop-s3-credentials"
-S3_CONFIG_MAP = "closedloop-s3-settings"
+from closedloop.storage.settings import (
+    S3_SECRET,
+    S3_SECRET_KEYS,
+    S3_SETTINGS_CONFIG_MAP,
+    S3_SETTINGS_KEYS,
+)
 
 
 def with_s3(task: PipelineTask) -> PipelineTask:
     """Give *task* the S3 endpoint (ConfigMap) and credentials (Secret) as environment variables."""
     kubernetes.use_secret_as_env(
-        task,
-        secret_name=S3_SECRET,
-        secret_key_to_env={
-            "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
-            "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
-        },
+        task, secret_name=S3_SECRET, secret_key_to_env=dict(S3_SECRET_KEYS)
     )
+    # ConfigMap *key* → env var (kfp.kubernetes maps key to variable). Optional, so a
+    # missing ConfigMap does not leave the pod stuck in CreateContainerConfigError;
+    # instead the step fails at once with a message (S3Settings.from_env).
     kubernetes.use_config_map_as_env(
         task,
-        config_map_name=S3_CONFIG_MAP,
-        config_map_key_to_env={
-            "CLOSEDLOOP_S3_ENDPOINT": "CLOSEDLOOP_S3_ENDPOINT",
-            "AWS_DEFAULT_REGION": "AWS_DEFAULT_REGION",
-        },
-        optional=True,  # no ConfigMap: AWS S3 and the default region
+        config_map_name=S3_SETTINGS_CONFIG_MAP,
+        config_map_key_to_env=dict(S3_SETTINGS_KEYS),
+        optional=True,
     )
     return task
 
@@ -44,8 +43,22 @@ def network_bound(task: PipelineTask) -> PipelineTask:
     return task
 
 
+def uncached(task: PipelineTask) -> PipelineTask:
+    """Never serve *task* from KFP's cache: it reads state that changes between runs.
+
+    KFP v2's cache key (backend/src/v2/cacheutils/cache.go, ``GenerateCacheKey``) holds
+    the input parameter values, the input artifacts' names, the output specs, the
+    image, the command and the env, never what an ``s3://`` URI or the registry holds
+    now. A step that reads an object by URI (the data, the archive, the champion) would
+    be replayed from the first run's output by a recurring run or by a rerun on changed
+    data. Steps downstream of an uncached one need nothing: their input artifacts are
+    new, so their keys change.
+    """
+    task.set_caching_options(False)
+    return task
+
+
 def side_effect(task: PipelineTask) -> PipelineTask:
     """A task whose effect must happen on every run (register, promote, deploy): no cache."""
     network_bound(task)
-    task.set_caching_options(False)
-    return task
+    return uncached(task)

@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 import yaml
 from closedloop.pipelines import compiler
-from closedloop.pipelines._cluster import S3_CONFIG_MAP, S3_SECRET
 from closedloop.pipelines.registry import pipelines
 from kfp import components as kfp_components
 
 from closedloop import images
+from closedloop.storage.settings import S3_SECRET, S3_SETTINGS_CONFIG_MAP
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPONENTS_DIR = ROOT / "components"
@@ -265,7 +265,7 @@ def test_s3_credentials_come_from_the_secret(name: str) -> None:
             ("AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
         }
         (config_map,) = config["configMapAsEnv"]
-        assert config_map["configMapName"] == S3_CONFIG_MAP
+        assert config_map["configMapName"] == S3_SETTINGS_CONFIG_MAP
     # Every task that talks to the network gets the credentials, and only those do.
     needs_s3 = {
         task["componentRef"]["name"].replace("comp-", "exec-")

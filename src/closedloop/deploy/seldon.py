@@ -33,6 +33,12 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from closedloop import images
+from closedloop.storage.settings import (
+    S3_SECRET,
+    S3_SECRET_KEYS,
+    S3_SETTINGS_CONFIG_MAP,
+    S3_SETTINGS_KEYS,
+)
 
 GROUP = "machinelearning.seldon.io"
 VERSION = "v1"
@@ -235,8 +241,8 @@ class S3Access:
             and ``region``.
     """
 
-    credentials_secret: str = "closedloop-s3-credentials"
-    settings_config_map: str = "closedloop-s3-settings"
+    credentials_secret: str = S3_SECRET
+    settings_config_map: str = S3_SETTINGS_CONFIG_MAP
 
     def __post_init__(self) -> None:
         _check_dns_label("credentials_secret", self.credentials_secret)
@@ -448,27 +454,23 @@ def pod_security_context() -> dict[str, Any]:
 
 
 def _s3_env(s3: S3Access) -> list[dict[str, Any]]:
-    def setting(key: str) -> dict[str, Any]:
-        # optional: an absent key leaves the variable unset (AWS needs no endpoint).
-        ref = {"name": s3.settings_config_map, "key": key, "optional": True}
-        return {"configMapKeyRef": ref}
-
-    return [
-        {"name": "CLOSEDLOOP_S3_ENDPOINT", "valueFrom": setting("endpoint")},
-        {"name": "AWS_DEFAULT_REGION", "valueFrom": setting("region")},
+    # The same keys and variables as the pipeline steps (closedloop.storage.settings).
+    # ConfigMap keys are optional: an absent key leaves the variable unset (AWS needs
+    # no endpoint).
+    settings = [
         {
-            "name": "AWS_ACCESS_KEY_ID",
+            "name": env,
             "valueFrom": {
-                "secretKeyRef": {"name": s3.credentials_secret, "key": "AWS_ACCESS_KEY_ID"}
+                "configMapKeyRef": {"name": s3.settings_config_map, "key": key, "optional": True}
             },
-        },
-        {
-            "name": "AWS_SECRET_ACCESS_KEY",
-            "valueFrom": {
-                "secretKeyRef": {"name": s3.credentials_secret, "key": "AWS_SECRET_ACCESS_KEY"}
-            },
-        },
+        }
+        for key, env in S3_SETTINGS_KEYS.items()
     ]
+    credentials = [
+        {"name": env, "valueFrom": {"secretKeyRef": {"name": s3.credentials_secret, "key": key}}}
+        for key, env in S3_SECRET_KEYS.items()
+    ]
+    return settings + credentials
 
 
 def _http_probe(
@@ -650,7 +652,8 @@ def _graph(config: SeldonDeploymentConfig, version: str) -> dict[str, Any]:
         "parameters": predictive_unit_parameters(config, version),
         # "all", not "request": the executor sends feedback events only in response/all
         # modes, and feedback is what fills the labelled archive retraining learns from.
-        # The sidecar acknowledges response events and ignores them.
+        # The sidecar keeps each response's scores by Seldon-Puid, so that feedback
+        # arriving later is scored against the prediction it labels (quality windows).
         "logger": {"mode": "all", "url": f"http://localhost:{config.sidecar_port}/"},
         "children": [],
     }

@@ -1,4 +1,16 @@
-"""S3 connection settings: endpoint, credentials, retries and timeouts, all explicit."""
+"""S3 connection settings: endpoint, credentials, retries and timeouts, all explicit.
+
+On a cluster the settings reach every process as environment variables, from two
+objects the user creates in each namespace that runs closedloop pods (KFP's, or the
+profile's, and the serving namespace). This module owns their names and keys; the
+manifests, the pipeline tasks (``pipelines/_cluster.py``) and the SeldonDeployment
+builder all use them, and a test cross-checks the rendered overlays against the
+compiled pipelines:
+
+* the Secret :data:`S3_SECRET`, keys :data:`S3_SECRET_KEYS` (key → env var);
+* the ConfigMap :data:`S3_SETTINGS_CONFIG_MAP`, keys :data:`S3_SETTINGS_KEYS`
+  (``endpoint``: empty for AWS S3; ``region``).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +19,27 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from closedloop.storage.errors import StorageError
+
 RetryMode = Literal["standard", "adaptive", "legacy"]
+
+S3_SECRET = "closedloop-s3-credentials"
+S3_SECRET_KEYS: Mapping[str, str] = {
+    "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
+}
+S3_SETTINGS_CONFIG_MAP = "closedloop-s3-settings"
+S3_SETTINGS_KEYS: Mapping[str, str] = {
+    "endpoint": "CLOSEDLOOP_S3_ENDPOINT",
+    "region": "AWS_DEFAULT_REGION",
+}
+# Set by the KFP v2 backend in every task pod (backend/src/v2/compiler: KFP_POD_NAME from
+# metadata.name): how a step knows it runs on a cluster.
+_KFP_POD_ENV = "KFP_POD_NAME"
+
+
+class S3SettingsMissingError(StorageError):
+    """A pipeline step on a cluster did not receive the S3 settings ConfigMap."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +89,15 @@ class S3Settings:
         ``CLOSEDLOOP_S3_READ_TIMEOUT``.
         """
         env = os.environ if env is None else env
+        endpoint_env = S3_SETTINGS_KEYS["endpoint"]
+        if _KFP_POD_ENV in env and endpoint_env not in env:
+            # The ConfigMap is mapped optionally; without it boto3 would quietly call
+            # AWS with another store's credentials and retry for minutes.
+            raise S3SettingsMissingError(
+                f"this pipeline step got no {endpoint_env}: create the ConfigMap "
+                f"{S3_SETTINGS_CONFIG_MAP} with keys {sorted(S3_SETTINGS_KEYS)} (endpoint "
+                "empty for AWS S3) in the namespace the run's pods use; see docs/kubernetes.md"
+            )
         endpoint = (
             env.get("CLOSEDLOOP_S3_ENDPOINT")
             or env.get("AWS_ENDPOINT_URL_S3")
