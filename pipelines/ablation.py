@@ -8,7 +8,7 @@ from closedloop.components.data_processing.validate_data.component import valida
 from closedloop.components.evaluation.compare_evaluations.component import compare_evaluations
 from closedloop.components.evaluation.evaluate_model.component import evaluate_model
 from closedloop.components.training.train_model.component import train_model
-from closedloop.pipelines._cluster import network_bound
+from closedloop.pipelines._cluster import network_bound, uncached
 from kfp import dsl
 
 DEFAULT_CONFIG = '{"kind": "xgboost", "params": {"n_estimators": 200, "max_depth": 4, "learning_rate": 0.1}, "seed": 0}'
@@ -34,7 +34,7 @@ def feature_ablation_pipeline(
         test_size: Share of rows held out.
         seed: Seed of the split.
     """
-    raw = network_bound(ingest_data(source_uri=data_uri))
+    raw = uncached(network_bound(ingest_data(source_uri=data_uri)))
     checked = validate_data(dataset=raw.outputs["dataset"], target=target)
     cleaned = clean_data(dataset=raw.outputs["dataset"], schema=checked.outputs["schema"])
     split = split_data(

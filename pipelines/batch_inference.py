@@ -4,7 +4,7 @@ from closedloop.components.data_processing.ingest_data.component import ingest_d
 from closedloop.components.inference.batch_predict.component import batch_predict
 from closedloop.components.inference.check_drift.component import check_drift
 from closedloop.components.inference.validate_batch.component import validate_batch
-from closedloop.pipelines._cluster import network_bound
+from closedloop.pipelines._cluster import network_bound, uncached
 from kfp import dsl
 
 
@@ -29,13 +29,16 @@ def batch_inference_pipeline(
         version: A version id or ``champion`` (resolved once, at validation).
         output_uri: Where predictions are published.
     """
-    raw = network_bound(ingest_data(source_uri=data_uri))
-    checked = network_bound(
-        validate_batch(
-            dataset=raw.outputs["dataset"],
-            registry_uri=registry_uri,
-            model_name=model_name,
-            version=version,
+    raw = uncached(network_bound(ingest_data(source_uri=data_uri)))
+    # "champion" resolves to the champion now: uncached.
+    checked = uncached(
+        network_bound(
+            validate_batch(
+                dataset=raw.outputs["dataset"],
+                registry_uri=registry_uri,
+                model_name=model_name,
+                version=version,
+            )
         )
     )
     resolved = checked.outputs["version"]
@@ -48,12 +51,15 @@ def batch_inference_pipeline(
             output_uri=output_uri,
         )
     )
-    scored.set_caching_options(False)  # publishes a new predictions file on every run
-    network_bound(
-        check_drift(
-            dataset=raw.outputs["dataset"],
-            registry_uri=registry_uri,
-            model_name=model_name,
-            version=resolved,
+    uncached(scored)  # publishes a new predictions file on every run
+    # Judged with the policy of now: uncached.
+    uncached(
+        network_bound(
+            check_drift(
+                dataset=raw.outputs["dataset"],
+                registry_uri=registry_uri,
+                model_name=model_name,
+                version=resolved,
+            )
         )
     )

@@ -16,7 +16,7 @@ from closedloop.components.training.propose_candidates.component import propose_
 from closedloop.components.training.select_best_candidate.component import select_best_candidate
 from closedloop.components.training.train_candidate.component import train_candidate
 from closedloop.components.training.train_model.component import train_model
-from closedloop.pipelines._cluster import network_bound, side_effect, with_s3
+from closedloop.pipelines._cluster import network_bound, side_effect, uncached, with_s3
 from kfp import dsl
 from kfp.dsl.pipeline_channel import PipelineChannel
 
@@ -50,13 +50,18 @@ def train_gate_register(
     gate and registration as the first one.
     """
     # S3 access (schema_uri) but no retry: a data problem fails the same way every time.
-    checked = with_s3(
-        validate_data(
-            dataset=dataset,
-            target=target,
-            schema_uri=schema_uri,
-            max_missing_rate=max_missing_rate,
-            max_duplicate_rate=max_duplicate_rate,
+    # Uncached: "champion" resolves to whichever version is the champion now.
+    checked = uncached(
+        with_s3(
+            validate_data(
+                dataset=dataset,
+                target=target,
+                schema_uri=schema_uri,
+                registry_uri=registry_uri,
+                model_name=model_name,
+                max_missing_rate=max_missing_rate,
+                max_duplicate_rate=max_duplicate_rate,
+            )
         )
     )
     cleaned = clean_data(dataset=dataset, schema=checked.outputs["schema"])
@@ -92,17 +97,20 @@ def train_gate_register(
         model=model, holdout=split.outputs["holdout"], schema=schema, seed=seed
     )
     detector = fit_drift_detector(train=split.outputs["train"], schema=schema, seed=seed)
-    gated = network_bound(
-        gate_model(
-            model=model,
-            holdout=split.outputs["holdout"],
-            schema=schema,
-            registry_uri=registry_uri,
-            model_name=model_name,
-            primary_metric=primary_metric,
-            min_primary_metric=min_primary_metric,
-            min_improvement=min_improvement,
-            seed=seed,
+    # Uncached: the gate compares against the live champion.
+    gated = uncached(
+        network_bound(
+            gate_model(
+                model=model,
+                holdout=split.outputs["holdout"],
+                schema=schema,
+                registry_uri=registry_uri,
+                model_name=model_name,
+                primary_metric=primary_metric,
+                min_primary_metric=min_primary_metric,
+                min_improvement=min_improvement,
+                seed=seed,
+            )
         )
     )
     registered = side_effect(
@@ -124,12 +132,16 @@ def train_gate_register(
         )
     )
     with dsl.If(gated.outputs["Output"] == "promote", name="gate-passed"):
+        # Locally the pointer moves first (local servers follow it); on Kubernetes the
+        # promote step only checks the gate and the deploy step moves the pointer once
+        # the rollout serves the version (closedloop.deploy.promotion).
         promoted = side_effect(
             promote_model(
                 registry_uri=registry_uri,
                 model_name=model_name,
                 version=registered.output,
                 gate=gated.outputs["decision"],
+                backend=deploy_backend,
             )
         )
         deployed = side_effect(
@@ -139,8 +151,12 @@ def train_gate_register(
                 backend=deploy_backend,
                 registry_uri=registry_uri,
                 endpoint=deploy_endpoint,
+                gate=gated.outputs["decision"],
             )
         )
+        # One retry for a lost API call; a failed rollout is not repeated (the
+        # deployer refuses a version that already failed here).
+        deployed.set_retry(num_retries=1, backoff_duration="30s")
         deployed.after(promoted)
     return promoted
 
@@ -168,7 +184,7 @@ def training_pipeline(
     min_primary_metric: float = 0.7,
     min_improvement: float = 0.0,
     seed: int = 0,
-    deploy_backend: str = "local",
+    deploy_backend: str = "kubernetes",
     deploy_endpoint: str = "",
 ):
     """Train, gate and register a tabular model.
@@ -178,10 +194,11 @@ def training_pipeline(
         target: The label column.
         model_name: Registered model name.
         registry_uri: The model registry (``s3://bucket/prefix``).
-        schema_uri: A schema to validate against (e.g. the champion's); empty to infer.
+        schema_uri: A schema to validate against as a contract: a schema JSON URI,
+            ``champion`` for the registered champion's, or empty to infer one from the data.
         n_candidates: Candidate configurations trained in parallel.
         model_kinds: Comma-separated model kinds to search over.
-        split_strategy: ``stratified`` or ``time``.
+        split_strategy: ``stratified``, ``time`` or ``ordered`` (the last rows held out).
         time_column: The ordering column for a time split.
         test_size: Share of rows held out for evaluation and the gate.
         engineer: Add engineered features.
@@ -194,7 +211,7 @@ def training_pipeline(
         deploy_backend: After a passed gate: ``local``, ``kubernetes`` or ``none``.
         deploy_endpoint: Local backend: a model server URL to verify the swap on.
     """
-    raw = network_bound(ingest_data(source_uri=data_uri))
+    raw = uncached(network_bound(ingest_data(source_uri=data_uri)))
     train_gate_register(
         raw.outputs["dataset"],
         target=target,

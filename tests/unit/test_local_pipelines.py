@@ -53,3 +53,16 @@ def test_error_lines_name_no_class_paths(tmp_path: Path) -> None:
     other.write("botocore.exceptions.EndpointConnectionError: Could not connect\n")
     other.close()
     assert other.last_error == "EndpointConnectionError: Could not connect"
+
+
+def test_a_local_run_deploys_locally_unless_told_otherwise() -> None:
+    from closedloop.local.pipelines import with_local_defaults
+
+    declared = {"data_uri", "deploy_backend"}
+    assert with_local_defaults(declared, {"data_uri": "x"}) == {
+        "data_uri": "x",
+        "deploy_backend": "local",
+    }
+    assert with_local_defaults(declared, {"deploy_backend": "none"}) == {"deploy_backend": "none"}
+    # A pipeline without the parameter gets nothing it did not declare.
+    assert with_local_defaults({"data_uri"}, {"data_uri": "x"}) == {"data_uri": "x"}

@@ -7,10 +7,19 @@ from closedloop.images import COMPONENT_IMAGE
 
 
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
-def promote_model(registry_uri: str, model_name: str, version: str, gate: Input[Artifact]) -> str:
+def promote_model(
+    registry_uri: str,
+    model_name: str,
+    version: str,
+    gate: Input[Artifact],
+    backend: str = "local",
+) -> str:
     """Move the champion pointer to *version* and record the move.
 
-    Model servers serving ``champion`` pick the new version up without a restart.
+    Model servers serving ``champion`` pick the new version up without a restart. On
+    Kubernetes the pointer must not name a version the cluster does not serve yet: with
+    ``backend="kubernetes"`` this step only checks the gate, and the deploy step moves
+    the pointer once the rollout serves the version.
 
     Args:
         registry_uri: The model registry (``s3://bucket/prefix`` or a local directory).
@@ -18,6 +27,7 @@ def promote_model(registry_uri: str, model_name: str, version: str, gate: Input[
         version: The version to promote.
         gate: The gate's decision (JSON); it must say passed, and its reason is kept in
             the pointer and its history.
+        backend: The run's deploy backend (``local``, ``kubernetes``, ``none``).
 
     Returns:
         The previous champion's version ("" if there was none).
@@ -33,6 +43,9 @@ def promote_model(registry_uri: str, model_name: str, version: str, gate: Input[
         raise ValueError(
             f"refusing to promote {model_name} {version}: the gate rejected it ({verdict.get('reason')})"
         )
+    if backend == "kubernetes":
+        print(f"{model_name} {version}: the deploy step promotes it once the cluster serves it")
+        return ""
     pointer = Registry(Store(), registry_uri).promote(model_name, version, str(verdict["reason"]))
     print(f"{model_name}: champion {pointer.previous or '(none)'} -> {pointer.version}")
     return pointer.previous or ""

@@ -14,7 +14,7 @@ import io
 import re
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -113,6 +113,22 @@ def _error_line(exception: str, message: str) -> str:
     return f"{exception.rsplit('.', 1)[-1]}: {message}"
 
 
+LOCAL_DEFAULTS: Mapping[str, Any] = {"deploy_backend": "local"}
+"""Arguments a run on this machine passes unless told otherwise.
+
+The compiled pipelines are for a cluster, so their defaults are a cluster's
+(``deploy_backend="kubernetes"``: a run started from the KFP UI rolls the
+SeldonDeployment out). A local run serves from local model servers instead.
+"""
+
+
+def with_local_defaults(declared: Iterable[str], arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """*arguments* plus each of :data:`LOCAL_DEFAULTS` the pipeline declares and the caller left out."""
+    names = set(declared)
+    filled = {k: v for k, v in LOCAL_DEFAULTS.items() if k in names and k not in arguments}
+    return {**filled, **arguments}
+
+
 def run_pipeline(
     name: str,
     arguments: Mapping[str, Any],
@@ -159,7 +175,9 @@ def run_pipeline(
     tap = _LogTap(log_file, record)
     try:
         with contextlib.redirect_stdout(tap), contextlib.redirect_stderr(tap):
-            run.outputs = pipeline(**arguments)
+            spec = getattr(pipeline, "component_spec", None)
+            declared = (spec.inputs or {}) if spec is not None else {}
+            run.outputs = pipeline(**with_local_defaults(declared, arguments))
     except Exception as exc:
         task = tap.failed_task or "the pipeline"
         cause = tap.last_error or f"{type(exc).__name__}: {exc}"

@@ -92,3 +92,18 @@ def test_an_unreachable_endpoint_times_out() -> None:
 def test_an_unknown_backend_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown deploy backend 'helm'"):
         deploy_model.python_func(model_name="fraud", version="v2", backend="helm")
+
+
+def test_kubernetes_refuses_a_rejected_gate_before_touching_the_cluster(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from closedloop.components.conftest import artifact_in
+    from kfp import dsl
+
+    path = tmp_path / "gate.json"
+    path.write_text(json.dumps({"passed": False, "reason": "worse than v1"}))
+    with pytest.raises(ValueError, match="gate rejected it \\(worse than v1\\)"):
+        deploy_model.python_func(
+            model_name="fraud",
+            version="v2",
+            backend="kubernetes",
+            gate=artifact_in(dsl.Artifact, path),
+        )

@@ -80,3 +80,31 @@ def test_a_rejected_version_is_never_promoted(registry: Registry, tmp_path: Path
             gate=gate(tmp_path, "not significant.", passed=False),
         )
     assert registry.champion("fraud") is None
+
+
+def test_on_kubernetes_the_pointer_waits_for_the_rollout(
+    registry: Registry, s3_store: Store, tmp_path: Path
+) -> None:
+    """The deploy step moves the pointer once the cluster serves the version
+    (closedloop.deploy.promotion), so a failed rollout leaves the registry true."""
+    registry.promote("fraud", "v1", "first model")
+    previous = promote_model.python_func(
+        registry_uri=registry.root,
+        model_name="fraud",
+        version="v2",
+        gate=gate(tmp_path, "better"),
+        backend="kubernetes",
+    )
+    assert previous == ""
+    assert registry.champion("fraud").version == "v1"
+
+
+def test_on_kubernetes_a_rejected_gate_is_still_refused(registry: Registry, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="gate rejected"):
+        promote_model.python_func(
+            registry_uri=registry.root,
+            model_name="fraud",
+            version="v2",
+            gate=gate(tmp_path, "worse", passed=False),
+            backend="kubernetes",
+        )
