@@ -233,7 +233,10 @@ def run_demo(workdir: Path, config: DemoConfig | None = None, say: Say = print) 
                     f"n_candidates={config.n_candidates}",
                     "--pipeline-arg",
                     f"seed={config.seed}",
-                    # The deploy step then waits until the model server answers with v2.
+                    # Local model servers follow the champion pointer; the deploy step
+                    # then waits until the model server answers with v2.
+                    "--pipeline-arg",
+                    "deploy_backend=local",
                     "--pipeline-arg",
                     f"deploy_endpoint=http://127.0.0.1:{server_port}",
                 ],
