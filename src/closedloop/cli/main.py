@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from closedloop.cli import backtest as backtest_commands
 from closedloop.cli import demo as demo_commands
 from closedloop.cli import run as run_commands
 from closedloop.cli import serve as serve_commands
@@ -26,6 +27,7 @@ submit_commands.register(app)
 sidecar_commands.register(app)
 trigger_commands.register(app)
 demo_commands.register(app)
+backtest_commands.register(app)
 
 
 @app.command()
