@@ -13,7 +13,7 @@ PYTEST_ARGS  ?=
 IMAGE_REGISTRY ?= ghcr.io/closedloop
 IMAGE_TAG      ?= 0.1.0
 
-.PHONY: help install lock lint format test test-fast test-k8s compile manifests images checkov demo bench bench-training wheel clean s3-up s3-down
+.PHONY: help install lock lint format test test-fast test-k8s compile manifests images checkov demo bench bench-training bench-backtest wheel clean s3-up s3-down
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -65,6 +65,9 @@ test-fast: install ## Only the tests not marked slow
 test-k8s: install ## Only the offline Kubernetes checks (kustomize, schemas, PSS, hadolint)
 	$(VENV)/bin/pytest tests/k8s -q $(PYTEST_ARGS)
 
+e2e-kind: ## End to end on a local kind cluster (Docker): KFP, Seldon, images, overlay, champion, pytest -m cluster
+	bash scripts/e2e-kind.sh
+
 compile: install ## Regenerate component specs, component READMEs and pipeline YAML
 	env -u CLOSEDLOOP_COMPONENT_IMAGE $(VENV)/bin/closedloop compile
 
@@ -73,6 +76,9 @@ bench: install ## Serving benchmark: req/s and p50/p99 vs a trivial model and in
 
 bench-training: install ## Training benchmark: kfp.local pipeline vs the same steps in one process (100k, 1M rows)
 	$(VENV)/bin/python tests/benchmarks/bench_training.py --rows 100000 1000000
+
+bench-backtest: install ## Backtest the drift policy vs retraining on a clock: 5 scenarios + rainfall, reports in build/backtest
+	$(VENV)/bin/python tests/benchmarks/bench_backtest.py --out build/backtest
 
 checkov: install ## checkov on the rendered overlays and the Dockerfiles (own venv: it is heavy)
 	"$(PYTHON312)" -m venv .venv-checkov
