@@ -95,3 +95,45 @@ def test_missing_binary_says_how_to_install(
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(LocalS3Error, match="make install"):
         LocalS3(tmp_path / "s3").start()
+
+
+def test_the_services_find_the_local_store_like_serve_does(tmp_path: Path) -> None:
+    """`closedloop trigger serve` with no S3 settings attaches to `closedloop s3 up`'s store."""
+    import json
+    import time
+
+    import httpx
+
+    from closedloop.local.s3 import free_port
+
+    home = tmp_path / "home"
+    assert run("s3", "up", home=home).returncode == 0
+    policy = tmp_path / "policy.json"
+    policy.write_text(json.dumps({}))
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CLOSEDLOOP_S3", "AWS_")) and k != "CLOSEDLOOP_HOME"
+    }
+    env["CLOSEDLOOP_HOME"] = str(home)
+    port, ops = free_port(), free_port()
+    trigger = subprocess.Popen(
+        [CLI, "trigger", "serve", "--policy", str(policy),
+         "--registry-uri", "s3://closedloop/registry", "--state-uri", "s3://closedloop/trigger",
+         "--port", str(port), "--metrics-port", str(ops), "--local-root", str(tmp_path / "runs")],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline, healthy = time.monotonic() + 60, False
+        while time.monotonic() < deadline and trigger.poll() is None and not healthy:
+            try:
+                healthy = httpx.get(f"http://127.0.0.1:{ops}/healthz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        assert healthy, (
+            trigger.stdout.read() if trigger.poll() is not None else "not healthy in 60 s"
+        )
+    finally:
+        trigger.terminate()
+        trigger.wait(timeout=30)
+        run("s3", "down", home=home)

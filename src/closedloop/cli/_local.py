@@ -33,3 +33,19 @@ def ensure_local_s3(buckets: tuple[str, ...] = ("closedloop",)) -> S3Settings:
     for bucket in buckets:
         server.store().ensure_bucket(bucket)
     return settings
+
+
+def local_s3_unless_configured(*uris: str) -> None:
+    """Use the local S3 store for these ``s3://`` URIs when nothing else is configured.
+
+    What ``closedloop serve`` does for the services: on a cluster the S3 settings
+    ConfigMap always sets ``CLOSEDLOOP_S3_ENDPOINT`` (empty for AWS) and the Secret
+    the credentials; with neither in the environment, this is local mode, so the
+    local store of ``$CLOSEDLOOP_HOME`` is attached (or started in the background)
+    and its settings exported.
+    """
+    if not any(uri.startswith("s3://") for uri in uris):
+        return
+    if "CLOSEDLOOP_S3_ENDPOINT" in os.environ or os.environ.get("AWS_ACCESS_KEY_ID"):
+        return
+    ensure_local_s3()

@@ -101,6 +101,7 @@ def serve(
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Watch a served model version's traffic for drift and alarm the retrain trigger."""
+    from closedloop.cli._local import local_s3_unless_configured
     from closedloop.drift.sidecar.app import SidecarOptions, run_sidecar
     from closedloop.drift.sidecar.archive import default_archive_uri
     from closedloop.drift.sidecar.monitor import MonitorSettings
@@ -109,6 +110,7 @@ def serve(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     signal.signal(signal.SIGTERM, exit_on_sigterm)
+    local_s3_unless_configured(registry_uri, archive_uri or "")
     directory = state_dir or config.home() / "sidecar" / model_name
     settings = MonitorSettings(
         replica=replica_id or default_replica(directory),
