@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import socket
 from pathlib import Path
@@ -14,6 +15,13 @@ import typer
 from closedloop import config
 from closedloop.cli._common import one_line_errors
 from closedloop.cli.sidecar import exit_on_sigterm
+from closedloop.images import COMPONENT_IMAGE_ENV
+
+IMAGE_PULL_SECRETS_ENV = "CLOSEDLOOP_IMAGE_PULL_SECRETS"
+"""Comma-separated Secret names, the default of ``--image-pull-secret``."""
+
+# A Secret's name is a DNS-1123 subdomain (Kubernetes' validation.IsDNS1123Subdomain).
+_SECRET_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 app = typer.Typer(
     help="Run the retrain trigger (drift CloudEvents in, retraining runs out).",
@@ -34,6 +42,54 @@ def _pipeline_arguments(values: list[str]) -> dict[str, str]:
             raise typer.BadParameter(f"{item!r}: use key=value", param_hint="--pipeline-arg")
         arguments[key] = value
     return arguments
+
+
+def component_image_of(option: str | None, env: dict[str, str] | None = None) -> str | None:
+    """Return the component image of the runs: *option*, else ``$CLOSEDLOOP_COMPONENT_IMAGE``.
+
+    A blank environment variable counts as unset (the Downward API gives ``""`` for a
+    missing annotation); ``None`` means "keep the image compiled into the package".
+
+    Raises:
+        typer.BadParameter: If the option is blank or either value contains whitespace.
+    """
+    env = dict(os.environ) if env is None else env
+    if option is not None:
+        value, hint = option.strip(), "--component-image"
+        if not value:
+            raise typer.BadParameter("must not be empty", param_hint=hint)
+    else:
+        value, hint = (env.get(COMPONENT_IMAGE_ENV) or "").strip(), COMPONENT_IMAGE_ENV
+        if not value:
+            return None
+    if any(ch.isspace() for ch in value):
+        raise typer.BadParameter(f"{value!r} is not an image reference", param_hint=hint)
+    return value
+
+
+def image_pull_secrets_of(
+    options: list[str] | None, env: dict[str, str] | None = None
+) -> tuple[str, ...]:
+    """Return the Secrets step pods pull images with: the options, else ``$CLOSEDLOOP_IMAGE_PULL_SECRETS``.
+
+    The variable holds comma-separated names; blanks around and between them are ignored.
+
+    Raises:
+        typer.BadParameter: If a name is not a valid Secret name.
+    """
+    env = dict(os.environ) if env is None else env
+    if options:
+        names, hint = [o.strip() for o in options], "--image-pull-secret"
+    else:
+        raw = env.get(IMAGE_PULL_SECRETS_ENV) or ""
+        names, hint = [n.strip() for n in raw.split(",") if n.strip()], IMAGE_PULL_SECRETS_ENV
+    for name in names:
+        if len(name) > 253 or not _SECRET_NAME.fullmatch(name):
+            raise typer.BadParameter(
+                f"{name!r} is not a Secret name (lower-case DNS subdomain, e.g. regcred)",
+                param_hint=hint,
+            )
+    return tuple(dict.fromkeys(names))
 
 
 @app.command()
@@ -78,6 +134,30 @@ def serve(
     kfp_namespace: Annotated[
         str | None, typer.Option(help="User namespace in multi-user Kubeflow.")
     ] = None,
+    component_image: Annotated[
+        str | None,
+        typer.Option(
+            help="kfp: image every step of a run runs in, e.g. the tag skaffold pushed "
+            f"(default: ${COMPONENT_IMAGE_ENV}, else the image compiled into the package).",
+            show_default=False,
+        ),
+    ] = None,
+    image_pull_secret: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="kfp: Secret the step pods pull images with (repeatable; default: "
+            f"${IMAGE_PULL_SECRETS_ENV}, comma-separated).",
+            show_default=False,
+        ),
+    ] = None,
+    cache: Annotated[
+        bool,
+        typer.Option(
+            "--cache/--no-cache",
+            help="kfp: --no-cache runs every step afresh. --cache keeps the compiled settings: "
+            "steps that read data, the champion or the time, and every side effect, never cache.",
+        ),
+    ] = True,
     local_root: Annotated[
         Path | None,
         typer.Option(help="Artifacts of kfp.local runs (default: $CLOSEDLOOP_HOME/trigger/runs)."),
@@ -102,15 +182,19 @@ def serve(
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Decide drift alarms against the policy and start retraining runs."""
+    from closedloop.cli._local import local_s3_unless_configured
     from closedloop.trigger.app import TriggerOptions, run_trigger
     from closedloop.trigger.service import TriggerSettings
 
     if backend not in ("kfp", "local"):
         raise typer.BadParameter(f"{backend!r}: use 'kfp' or 'local'", param_hint="--backend")
+    image = component_image_of(component_image)
+    pull_secrets = image_pull_secrets_of(image_pull_secret)
     logging.basicConfig(
         level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     signal.signal(signal.SIGTERM, exit_on_sigterm)
+    local_s3_unless_configured(state_uri, registry_uri)
     settings = TriggerSettings(
         state_uri=state_uri,
         registry_uri=registry_uri,
@@ -135,5 +219,8 @@ def serve(
             local_root=local_root or config.home() / "trigger" / "runs",
             settings=settings,
             log_level=log_level.lower(),
+            component_image=image,
+            image_pull_secrets=pull_secrets,
+            cache=cache,
         )
     )

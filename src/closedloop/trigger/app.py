@@ -64,6 +64,11 @@ class TriggerOptions:
         local_root: Where ``kfp.local`` runs keep their artifacts (``local`` backend).
         settings: State, retries and fixed pipeline arguments.
         log_level: Logging level name.
+        component_image: The image every step of a run uses (``kfp`` backend); ``None``
+            keeps the compiled one.
+        image_pull_secrets: Secrets the step pods pull images with (``kfp`` backend).
+        cache: ``False`` runs every step afresh (``kfp`` backend); ``True`` keeps the
+            compiled per-task caching settings.
     """
 
     host: str
@@ -79,6 +84,9 @@ class TriggerOptions:
     local_root: Path
     settings: TriggerSettings
     log_level: str = "info"
+    component_image: str | None = None
+    image_pull_secrets: tuple[str, ...] = ()
+    cache: bool = True
 
 
 def make_backend(options: TriggerOptions) -> Backend:
@@ -95,6 +103,9 @@ def make_backend(options: TriggerOptions) -> Backend:
             pipeline_package(options.pipeline),
             options.experiment,
             options.kfp_namespace,
+            component_image=options.component_image,
+            image_pull_secrets=options.image_pull_secrets,
+            cache=options.cache,
         )
     return LocalBackend(load_pipeline(options.pipeline), options.local_root)
 

@@ -5,7 +5,11 @@
   experiment_name=...)``. KFP has no idempotency key, so the trigger gives every run a
   deterministic name and, before each creation attempt, looks for a run of that name in
   the experiment (:meth:`KfpBackend.find`): an attempt whose answer was lost after the
-  run was created is adopted, not repeated.
+  run was created is adopted, not repeated. The compiled package names the component
+  image the package was built with; the backend submits a copy retargeted
+  (:func:`closedloop.pipelines.package.retarget`) at the deployment's component image
+  and image pull secrets, so skaffold's tags and an overlay's ``images:`` reach the
+  steps of every retraining run.
 * :class:`LocalBackend` — ``kfp.local`` (``SubprocessRunner(use_venv=False)``) in one
   worker thread, one run at a time, for local mode. Its runs live in this process: a
   restarted trigger reports them ``unknown`` and the trigger marks them failed.
@@ -19,8 +23,9 @@ import importlib
 import logging
 import os
 import queue
+import tempfile
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -29,6 +34,7 @@ from closedloop.trigger.errors import (
     BackendRejectedError,
     BackendUnavailableError,
     PipelineNotFoundError,
+    TriggerError,
 )
 
 log = logging.getLogger(__name__)
@@ -154,20 +160,84 @@ class KfpBackend:
         package: The compiled pipeline YAML.
         experiment: The experiment runs are filed under (created if missing).
         namespace: The user namespace in multi-user Kubeflow, if any.
+        component_image: The image every step runs in (the deployment's, e.g. the tag
+            skaffold pushed); ``None`` keeps the image compiled into *package*.
+        image_pull_secrets: Secrets (in the namespace the runs execute in) the step pods
+            pull images with.
+        cache: ``False`` switches caching off for every task; ``True`` keeps the
+            compiled per-task settings.
+
+    Raises:
+        TriggerError: If the package cannot be retargeted (not a compiled pipeline, an
+            empty or malformed image or secret name).
     """
 
     name = "kfp"
     shared = True
 
     def __init__(
-        self, host: str, package: str | Path, experiment: str, namespace: str | None = None
+        self,
+        host: str,
+        package: str | Path,
+        experiment: str,
+        namespace: str | None = None,
+        *,
+        component_image: str | None = None,
+        image_pull_secrets: Sequence[str] = (),
+        cache: bool = True,
     ) -> None:
         self.host = host
-        self.package = Path(package)
+        self.source_package = Path(package)
         self.experiment = experiment
         self.namespace = namespace
+        self.component_image = component_image
+        self.image_pull_secrets = tuple(image_pull_secrets)
+        self.cache = cache
+        self._workdir: tempfile.TemporaryDirectory[str] | None = None
+        # What runs are created from: *package* itself, or its retargeted copy.
+        self.package = self._retargeted()
         self._client: Any = None
         self._lock = threading.Lock()
+
+    def _retargeted(self) -> Path:
+        """Write the copy of the package that runs are created from, once.
+
+        The copy lives in a private temporary directory (``$TMPDIR``; ``/tmp`` is a
+        writable ``emptyDir`` in the trigger's pod) removed by :meth:`close`.
+        """
+        if self.component_image is None and not self.image_pull_secrets and self.cache:
+            return self.source_package
+        if self.component_image is not None and (
+            not self.component_image or any(c.isspace() for c in self.component_image)
+        ):
+            raise TriggerError(
+                f"component image {self.component_image!r} is not an image reference "
+                "(empty or containing whitespace): check --component-image or "
+                "CLOSEDLOOP_COMPONENT_IMAGE"
+            )
+        from closedloop.pipelines.package import PackageError, retarget
+
+        self._workdir = tempfile.TemporaryDirectory(prefix="closedloop-trigger-")
+        target = Path(self._workdir.name) / self.source_package.name
+        try:
+            retarget(
+                self.source_package,
+                target,
+                component_image=self.component_image,
+                image_pull_secrets=self.image_pull_secrets,
+                no_cache=not self.cache,
+            )
+        except PackageError as exc:
+            self.close()
+            raise TriggerError(f"cannot prepare the pipeline package for KFP: {exc}") from exc
+        log.info(
+            "kfp: runs use %s (component image %s, image pull secrets %s, cache %s)",
+            target,
+            self.component_image or "as compiled",
+            ", ".join(self.image_pull_secrets) or "none",
+            "as compiled" if self.cache else "off",
+        )
+        return target
 
     def declared_inputs(self) -> frozenset[str]:
         """The parameters in the package's ``root.inputDefinitions``."""
@@ -258,7 +328,10 @@ class KfpBackend:
         return _KFP_TERMINAL.get(str(run.state or ""), "running")
 
     def close(self) -> None:
-        """Nothing to release."""
+        """Remove the retargeted package, if one was written."""
+        if self._workdir is not None:
+            self._workdir.cleanup()
+            self._workdir = None
 
     def _call(self, what: str, call: Callable[[], Any]) -> Any:
         from kfp_server_api.exceptions import ApiException
@@ -320,7 +393,12 @@ class LocalBackend:
 
     def submit(self, request: RunRequest) -> str:
         """Queue the run for the worker; its id is its name."""
-        request = RunRequest(request.run_name, typed_arguments(request, self.parameter_types()))
+        from closedloop.local.pipelines import with_local_defaults
+
+        arguments = typed_arguments(request, self.parameter_types())
+        request = RunRequest(
+            request.run_name, with_local_defaults(self.declared_inputs(), arguments)
+        )
         with self._lock:
             if request.run_name not in self._states:
                 self._states[request.run_name] = "running"
