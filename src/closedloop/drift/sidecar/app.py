@@ -9,6 +9,10 @@ Event port (``POST /``, where the Seldon request logger posts):
   for feedback to join;
 * ``202 {"status": "ignored"}`` — a response event that cannot be joined (no
   ``Ce-Requestid``, or no scores of the model's shape): counted, not used;
+* ``202 {"status": "skipped", "reason": "..."}`` — an event with a protobuf body, i.e.
+  traffic on the executor's gRPC port: drift watches REST traffic only, so it is
+  counted (``closedloop_sidecar_grpc_events_skipped_total``) and enters no window. Not
+  an error: the executor would only log every refused event (it does not retry);
 * ``400 {"error": "...", "reason": "..."}`` — the event is invalid and was not taken;
 * ``413`` — a body over :data:`MAX_BODY_BYTES`.
 """
@@ -37,6 +41,7 @@ from closedloop.storage import Store
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
+GRPC_SKIPPED = "protobuf body (gRPC traffic): drift watches REST (JSON) traffic only"
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,8 @@ def build_app(monitor: DriftMonitor, events_port: int, ops_port: int) -> asgi.Po
             return JSONResponse({"error": str(exc), "reason": exc.reason}, status_code=400)
         if result.outcome == "ignored":
             return JSONResponse({"status": "ignored"}, status_code=202)
+        if result.outcome == "skipped":
+            return JSONResponse({"status": "skipped", "reason": GRPC_SKIPPED}, status_code=202)
         return JSONResponse({"status": result.outcome, "rows": result.rows})
 
     @contextlib.asynccontextmanager

@@ -26,6 +26,13 @@ Payloads accepted (a Seldon ``SeldonMessage``):
 Every check failure raises :class:`EventRejected` with a message saying what was wrong;
 rows are checked and coerced with :func:`closedloop.ml.schema.check_frame`, the same
 function the model server uses.
+
+Traffic on the executor's gRPC port is logged too, with the same ``Ce-Type`` values,
+but its body is the protobuf-encoded message and its ``Content-Type`` (the event's
+``datacontenttype``) is ``application/protobuf`` (seldon-core ``executor/api/payload/
+proto.go``, set by ``executor/logger/worker.go``). Drift watches REST (JSON) traffic
+only: such an event passes the attribute checks and comes back with
+``encoding="protobuf"`` and no data, for the monitor to count and skip.
 """
 
 from __future__ import annotations
@@ -51,8 +58,11 @@ EVENT_KINDS: Mapping[str, str] = {
 }
 REQUIRED_ATTRIBUTES: tuple[str, ...] = ("id", "source", "type", "specversion")
 MAX_ROWS_PER_EVENT = 10_000
+PROTOBUF_CONTENT_TYPES = frozenset({"application/protobuf", "application/x-protobuf"})
+"""Media types of a protobuf body: the Seldon executor's gRPC payloads (the first)."""
 
 EventKind = Literal["request", "response", "feedback"]
+EventEncoding = Literal["json", "protobuf"]
 _SCALARS = (str, int, float, bool, type(None))
 
 
@@ -65,7 +75,9 @@ class SeldonEvent:
         id: ``Ce-Id``.
         source: ``Ce-Source``.
         request_id: ``Ce-Requestid``, if sent.
-        data: The parsed JSON body.
+        data: The parsed JSON body (``None`` for a protobuf body).
+        encoding: ``json``, or ``protobuf`` for a message logged from the gRPC port
+            (not decoded: drift watches REST traffic only).
     """
 
     kind: EventKind
@@ -73,6 +85,7 @@ class SeldonEvent:
     source: str
     request_id: str | None
     data: Any
+    encoding: EventEncoding = "json"
 
     @property
     def key(self) -> tuple[str, str]:
@@ -88,7 +101,8 @@ def parse_event(headers: Mapping[str, str], body: bytes) -> SeldonEvent:
         body: The HTTP request body.
 
     Returns:
-        The event, its JSON body parsed.
+        The event, its JSON body parsed; for a protobuf body (gRPC traffic), the event
+        with ``encoding="protobuf"`` and no data.
 
     Raises:
         EventRejected: Missing attributes, a specversion other than 1.0, an unknown
@@ -121,13 +135,22 @@ def parse_event(headers: Mapping[str, str], body: bytes) -> SeldonEvent:
             "type",
             f"unexpected Ce-Type {event.get_type()!r}: expected one of {sorted(EVENT_KINDS)}",
         )
+    request_id = event.get_extension("requestid")
+    if is_protobuf(event.get_datacontenttype()):
+        return SeldonEvent(
+            kind=kind,  # type: ignore[arg-type]
+            id=event.get_id(),
+            source=event.get_source(),
+            request_id=str(request_id) if request_id else None,
+            data=None,
+            encoding="protobuf",
+        )
     data = event.get_data()
     if kind != "response" and not isinstance(data, dict):
         shown = "an empty body" if data is None else f"{type(data).__name__}"
         raise EventRejected(
             "payload", f"the body must be a JSON object (a Seldon message), got {shown}"
         )
-    request_id = event.get_extension("requestid")
     return SeldonEvent(
         kind=kind,  # type: ignore[arg-type]
         id=event.get_id(),
@@ -135,6 +158,12 @@ def parse_event(headers: Mapping[str, str], body: bytes) -> SeldonEvent:
         request_id=str(request_id) if request_id else None,
         data=data,
     )
+
+
+def is_protobuf(content_type: str | None) -> bool:
+    """Whether a ``Content-Type`` names a protobuf body (parameters and case ignored)."""
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    return media_type in PROTOBUF_CONTENT_TYPES
 
 
 def request_rows(message: Any, schema: InputSchema, what: str = "request") -> pd.DataFrame:

@@ -49,6 +49,12 @@ class SidecarMetrics:
         self._rejected = counter(
             "events_rejected", "CloudEvents answered 400, by reason.", "reason"
         )
+        self._grpc_skipped = counter(
+            "grpc_events_skipped",
+            "CloudEvents with a protobuf body (traffic on the executor's gRPC port), by "
+            "type: answered 202 and kept out of every window (drift watches REST only).",
+            "type",
+        )
         self.rows_accepted = counter("rows_accepted", "Request rows accepted into windows.").labels(
             model_name, model_version
         )
@@ -179,6 +185,10 @@ class SidecarMetrics:
     def rejected(self, reason: str) -> None:
         """Count one rejected event."""
         self._rejected.labels(self.model_name, self.model_version, reason).inc()
+
+    def grpc_event_skipped(self, kind: str) -> None:
+        """Count one protobuf (gRPC) event of *kind* (request/response/feedback), skipped."""
+        self._grpc_skipped.labels(self.model_name, self.model_version, kind).inc()
 
     def window_evaluated(self, drifted: bool) -> None:
         """Count one evaluated window."""

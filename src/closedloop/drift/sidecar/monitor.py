@@ -69,7 +69,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Outcome = Literal["accepted", "duplicate", "ignored", "buffered", "recorded"]
+Outcome = Literal["accepted", "duplicate", "ignored", "buffered", "recorded", "skipped"]
 Previous = Literal["none", "clean", "unclean"]
 
 
@@ -115,7 +115,8 @@ class IngestResult:
         kind: ``request``, ``response`` or ``feedback``.
         outcome: ``accepted`` (rows went into windows), ``buffered`` (feedback rows
             went to the archive buffer), ``recorded`` (a response remembered for the
-            join), ``duplicate`` or ``ignored`` (a response that cannot be joined).
+            join), ``duplicate``, ``ignored`` (a response that cannot be joined) or
+            ``skipped`` (a protobuf body, logged from the gRPC port: not monitored).
         rows: Rows taken.
     """
 
@@ -207,6 +208,7 @@ class DriftMonitor:
         self._dirty = False
         self._last_checkpoint = 0.0
         self._threads: list[threading.Thread] = []
+        self._grpc_warned = False
 
     def _resolve_quality_metric(self) -> str | None:
         baseline = self.served.quality_baseline
@@ -383,6 +385,8 @@ class DriftMonitor:
         try:
             event = parse_event(headers, body)
             kind = event.kind
+            if event.encoding == "protobuf":
+                return self._skip_protobuf(event)
             if event.kind == "response":
                 return self._ingest_response(event)
             if event.kind == "request":
@@ -432,9 +436,25 @@ class DriftMonitor:
         self.metrics.feedback_rows_buffered.set(self.archive.buffered)
         return IngestResult(kind, "buffered", len(frame))
 
+    def _skip_protobuf(self, event: SeldonEvent) -> IngestResult:
+        # Drift watches REST traffic only: the executor logs gRPC calls with protobuf
+        # bodies. Refusing them (4xx) would only make the executor log an error per call
+        # (it never retries), so they are answered 2xx, counted, and touch no state.
+        if not self._grpc_warned:
+            self._grpc_warned = True
+            log.warning(
+                "%s events with a protobuf body (gRPC traffic) are not monitored: drift "
+                "watches REST (JSON) traffic only; counting them in "
+                "closedloop_sidecar_grpc_events_skipped_total",
+                event.kind,
+            )
+        self.metrics.grpc_event_skipped(event.kind)
+        self.metrics.event(event.kind, "skipped")
+        return IngestResult(event.kind, "skipped", 0)
+
     def _ingest_response(self, event: SeldonEvent) -> IngestResult:
         # As the executor's logging, best effort: a response that cannot be joined (no
-        # puid, no scores of the model's shape, a protobuf body) is counted, not refused.
+        # puid, no scores of the model's shape) is counted, not refused.
         # A repeated response replaces the same entry, so it needs no dedupe.
         if event.request_id is None:
             self.metrics.event("response", "ignored")
