@@ -62,8 +62,8 @@ demo: install ## The main job: the closed loop on one machine (a few minutes), r
 test-fast: install ## Only the tests not marked slow
 	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
 
-test-k8s: install ## Only the offline Kubernetes checks (kustomize, schemas, PSS, hadolint)
-	$(VENV)/bin/pytest tests/k8s -q $(PYTEST_ARGS)
+test-k8s: install ## Only the offline cluster checks: manifests, schemas, PSS, hadolint, platform stand-ins, KFP cache
+	$(VENV)/bin/pytest tests/k8s tests/pipelines/test_caching.py tests/cli/test_submit.py -q $(PYTEST_ARGS)
 
 e2e-kind: ## End to end on a local kind cluster (Docker): KFP, Seldon, images, overlay, champion, pytest -m cluster
 	bash scripts/e2e-kind.sh
