@@ -27,6 +27,7 @@ bind, as with the scenarios, whose datetimes give windows of about 20 days.
 Run from the repository root (not collected by pytest)::
 
     .venv/bin/python tests/benchmarks/bench_backtest.py [--only abrupt none rainfall] [--out build/backtest]
+    .venv/bin/python tests/benchmarks/bench_backtest.py --seeds 0-4   # goals-met rate over seeds
 """
 
 from __future__ import annotations
@@ -69,14 +70,14 @@ def _goals(name: str, result: BacktestResult) -> tuple[str, bool]:
     return text, beats and within
 
 
-def _row(name: str, result: BacktestResult, seconds: float) -> tuple[str, bool]:
+def _row(name: str, label: str, result: BacktestResult, seconds: float) -> tuple[str, bool]:
     static = result.strategies["static"]
     periodic = result.strategies["periodic"]
     policy = result.strategies["policy"]
     goals = beats_clock(result)
     text, met = _goals(name, result)
     cells = [
-        f"{name} ({result.metric})",
+        f"{label} ({result.metric})",
         _fmt(static.mean_metric),
         f"{periodic.retrains} / {_fmt(periodic.mean_metric)}",
         f"{policy.retrains} / {_fmt(policy.mean_metric)} / {_fmt(policy.min_metric)}",
@@ -85,6 +86,14 @@ def _row(name: str, result: BacktestResult, seconds: float) -> tuple[str, bool]:
         f"{seconds:.0f} s",
     ]
     return "| " + " | ".join(cells) + " |", met
+
+
+def _seeds(text: str) -> list[int]:
+    """``0-4`` or ``0,3``."""
+    if "-" in text:
+        low, high = text.split("-", 1)
+        return list(range(int(low), int(high) + 1))
+    return [int(s) for s in text.split(",") if s]
 
 
 def _run(name: str, args: argparse.Namespace) -> BacktestResult:
@@ -127,23 +136,34 @@ def main() -> int:
     parser.add_argument("--windows", type=int, default=40)
     parser.add_argument("--window-rows", type=int, default=1000)
     parser.add_argument("--initial-rows", type=int, default=5000)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seeds",
+        type=_seeds,
+        default=[0],
+        help="Scenario seeds, e.g. 0-4: the table then has a row per seed and a goals-met "
+        "rate per scenario (rainfall is one fixed stream and runs once).",
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"# backtest: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     rows: list[str] = []
     met_count = 0
+    rates: dict[str, list[bool]] = {}
     for name in args.only:
-        print(f"{name} ...", file=sys.stderr, flush=True)
-        started = time.monotonic()
-        result = _run(name, args)
-        seconds = time.monotonic() - started
-        (args.out / f"{name}.json").write_text(result.to_json())
-        (args.out / f"{name}.html").write_text(to_html(result, title=f"Backtest: {name}"))
-        row, met = _row(name, result, seconds)
-        rows.append(row)
-        met_count += met
-        print(f"{name}: {seconds:.0f} s", file=sys.stderr, flush=True)
+        for seed in [0] if name in PUBLIC_DATASETS else args.seeds:
+            args.seed = seed
+            label = name if len(args.seeds) == 1 or name in PUBLIC_DATASETS else f"{name}-{seed}"
+            print(f"{label} ...", file=sys.stderr, flush=True)
+            started = time.monotonic()
+            result = _run(name, args)
+            seconds = time.monotonic() - started
+            (args.out / f"{label}.json").write_text(result.to_json())
+            (args.out / f"{label}.html").write_text(to_html(result, title=f"Backtest: {label}"))
+            row, met = _row(name, label, result, seconds)
+            rows.append(row)
+            met_count += met
+            rates.setdefault(name, []).append(met)
+            print(f"{label}: {seconds:.0f} s", file=sys.stderr, flush=True)
     print()
     print(
         "| scenario | static mean | periodic(1) retrains / mean | policy retrains / mean / min "
@@ -151,6 +171,10 @@ def main() -> int:
     )
     print("|---|---:|---:|---:|---:|---|---:|")
     print("\n".join(rows))
+    if len(args.seeds) > 1:
+        print("\n| scenario | runs where every goal was met |\n|---|---:|")
+        for name, met in rates.items():
+            print(f"| {name} | {sum(met)} of {len(met)} |")
     print(
         f"\ngoals met on {met_count} of {len(rows)}; JSON and HTML per scenario under {args.out}/"
     )
