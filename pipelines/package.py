@@ -16,15 +16,44 @@ Caching is switched off here, in every task of every DAG, rather than with
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from closedloop.errors import ClosedLoopError
 
+# A Secret's name is a DNS-1123 subdomain (Kubernetes' validation.IsDNS1123Subdomain).
+_SECRET_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
 
 class PackageError(ClosedLoopError, ValueError):
     """A compiled pipeline package cannot be read or retargeted."""
+
+
+def check_component_image(image: str) -> str:
+    """Return *image* stripped, or raise :class:`PackageError` if it is no image reference."""
+    value = image.strip()
+    if not value or any(ch.isspace() for ch in value):
+        raise PackageError(f"{image!r} is not an image reference (empty or containing spaces)")
+    return value
+
+
+def check_secret_names(names: Sequence[str]) -> tuple[str, ...]:
+    """Return the Secret names stripped, once each, or raise :class:`PackageError`.
+
+    A name must be a lower-case DNS subdomain, as the API server validates it; a bad
+    one would otherwise surface only when a step pod fails to be created.
+    """
+    cleaned = [n.strip() for n in names]
+    for name in cleaned:
+        if not name:
+            raise PackageError("an image pull secret name must not be empty")
+        if len(name) > 253 or not _SECRET_NAME.fullmatch(name):
+            raise PackageError(
+                f"{name!r} is not a Secret name (lower-case DNS subdomain, e.g. regcred)"
+            )
+    return tuple(dict.fromkeys(cleaned))
 
 
 def _documents(path: Path) -> list[dict[str, Any]]:
@@ -60,7 +89,8 @@ def retarget(
         *out*.
 
     Raises:
-        PackageError: If the package is not a compiled pipeline, or a name is empty.
+        PackageError: If the package is not a compiled pipeline, or an image or Secret
+            name is malformed.
     """
     import yaml
 
@@ -69,14 +99,11 @@ def retarget(
     pipeline = docs[0]
     executors = pipeline["deploymentSpec"].get("executors", {})
     if component_image is not None:
-        if not component_image.strip():
-            raise PackageError("the component image must not be empty")
+        component_image = check_component_image(component_image)
         for executor in executors.values():
             if "container" in executor:
                 executor["container"]["image"] = component_image
-    secrets = [s.strip() for s in image_pull_secrets]
-    if any(not s for s in secrets):
-        raise PackageError("an image pull secret name must not be empty")
+    secrets = check_secret_names(image_pull_secrets)
     if secrets:
         platform = next((d for d in docs[1:] if "platforms" in d), None)
         if platform is None:

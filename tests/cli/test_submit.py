@@ -12,80 +12,19 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from fake_kfp_api import FakeKfp, fake_kfp
 
 CLI = str(Path(sys.executable).with_name("closedloop"))
 
 
-class FakeKfp(BaseHTTPRequestHandler):
-    """The four KFP v2beta1 REST calls kfp.Client makes to start a run.
-
-    Follows kubeflow/pipelines ``backend/api/v2beta1/run.proto``,
-    ``experiment.proto`` and ``recurring_run.proto`` (paths, the ``run_id`` /
-    ``experiment_id`` / ``recurring_run_id`` fields) and ``backend/src/apiserver/server``
-    (``/apis/v2beta1/healthz``); errors use the gRPC-gateway body ``{error, code,
-    message}``. It stores what it receives and decides nothing: caching, images and
-    pull secrets are judged on the submitted spec, as the real API server would run it.
-    """
-
-    runs: list[dict] = []
-    status = 200
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def _send(self, code: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self) -> None:
-        if self.path.startswith("/apis/v2beta1/healthz"):
-            self._send(200, {"multi_user": False})
-        elif self.path.startswith("/apis/v2beta1/experiments"):
-            self._send(200, {"experiments": [], "total_size": 0})
-        else:
-            self._send(404, {"error": self.path})
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
-        if type(self).status != 200:
-            self._send(type(self).status, {"error": "denied", "code": 16, "message": "denied"})
-        elif self.path.startswith("/apis/v2beta1/experiments"):
-            self._send(200, {"experiment_id": "exp-1", "display_name": body.get("display_name")})
-        elif self.path.startswith("/apis/v2beta1/recurringruns"):
-            type(self).runs.append(body)
-            self._send(200, {"recurring_run_id": "job-7", "display_name": body.get("display_name")})
-        elif self.path.startswith("/apis/v2beta1/runs"):
-            type(self).runs.append(body)
-            self._send(
-                200,
-                {"run_id": "run-42", "display_name": body.get("display_name"), "state": "PENDING"},
-            )
-        else:
-            self._send(404, {"error": self.path})
-
-
 @pytest.fixture()
 def kfp_api() -> Iterator[str]:
-    FakeKfp.runs = []
-    FakeKfp.status = 200
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeKfp)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with fake_kfp() as host:
+        yield host
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -159,6 +98,14 @@ def test_auth_failure_is_one_line(kfp_api: str) -> None:
         (
             ("training", "--host", "http://127.0.0.1:9", "--param", "data_uri=s3://d/x"),
             "cannot reach Kubeflow Pipelines",
+        ),
+        (
+            ("training", "--host", "http://127.0.0.1:9", "--image-pull-secret", "Reg_Cred"),
+            "is not a Secret name",
+        ),
+        (
+            ("training", "--host", "http://127.0.0.1:9", "--component-image", "a b:1"),
+            "is not an image reference",
         ),
     ],
 )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import signal
 import socket
 from pathlib import Path
@@ -19,9 +18,6 @@ from closedloop.images import COMPONENT_IMAGE_ENV
 
 IMAGE_PULL_SECRETS_ENV = "CLOSEDLOOP_IMAGE_PULL_SECRETS"
 """Comma-separated Secret names, the default of ``--image-pull-secret``."""
-
-# A Secret's name is a DNS-1123 subdomain (Kubernetes' validation.IsDNS1123Subdomain).
-_SECRET_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 app = typer.Typer(
     help="Run the retrain trigger (drift CloudEvents in, retraining runs out).",
@@ -51,20 +47,21 @@ def component_image_of(option: str | None, env: dict[str, str] | None = None) ->
     missing annotation); ``None`` means "keep the image compiled into the package".
 
     Raises:
-        typer.BadParameter: If the option is blank or either value contains whitespace.
+        typer.BadParameter: If the option is blank or either value is no image reference.
     """
+    from closedloop.pipelines.package import PackageError, check_component_image
+
     env = dict(os.environ) if env is None else env
     if option is not None:
-        value, hint = option.strip(), "--component-image"
-        if not value:
-            raise typer.BadParameter("must not be empty", param_hint=hint)
+        value, hint = option, "--component-image"
     else:
-        value, hint = (env.get(COMPONENT_IMAGE_ENV) or "").strip(), COMPONENT_IMAGE_ENV
-        if not value:
+        value, hint = env.get(COMPONENT_IMAGE_ENV) or "", COMPONENT_IMAGE_ENV
+        if not value.strip():
             return None
-    if any(ch.isspace() for ch in value):
-        raise typer.BadParameter(f"{value!r} is not an image reference", param_hint=hint)
-    return value
+    try:
+        return check_component_image(value)
+    except PackageError as exc:
+        raise typer.BadParameter(str(exc), param_hint=hint) from exc
 
 
 def image_pull_secrets_of(
@@ -77,19 +74,18 @@ def image_pull_secrets_of(
     Raises:
         typer.BadParameter: If a name is not a valid Secret name.
     """
+    from closedloop.pipelines.package import PackageError, check_secret_names
+
     env = dict(os.environ) if env is None else env
     if options:
-        names, hint = [o.strip() for o in options], "--image-pull-secret"
+        names, hint = options, "--image-pull-secret"
     else:
         raw = env.get(IMAGE_PULL_SECRETS_ENV) or ""
-        names, hint = [n.strip() for n in raw.split(",") if n.strip()], IMAGE_PULL_SECRETS_ENV
-    for name in names:
-        if len(name) > 253 or not _SECRET_NAME.fullmatch(name):
-            raise typer.BadParameter(
-                f"{name!r} is not a Secret name (lower-case DNS subdomain, e.g. regcred)",
-                param_hint=hint,
-            )
-    return tuple(dict.fromkeys(names))
+        names, hint = [n for n in raw.split(",") if n.strip()], IMAGE_PULL_SECRETS_ENV
+    try:
+        return check_secret_names(names)
+    except PackageError as exc:
+        raise typer.BadParameter(str(exc), param_hint=hint) from exc
 
 
 @app.command()

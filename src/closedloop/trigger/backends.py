@@ -207,14 +207,6 @@ class KfpBackend:
         """
         if self.component_image is None and not self.image_pull_secrets and self.cache:
             return self.source_package
-        if self.component_image is not None and (
-            not self.component_image or any(c.isspace() for c in self.component_image)
-        ):
-            raise TriggerError(
-                f"component image {self.component_image!r} is not an image reference "
-                "(empty or containing whitespace): check --component-image or "
-                "CLOSEDLOOP_COMPONENT_IMAGE"
-            )
         from closedloop.pipelines.package import PackageError, retarget
 
         self._workdir = tempfile.TemporaryDirectory(prefix="closedloop-trigger-")

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import typer
 import yaml
+from fake_kfp_api import FakeKfp, fake_kfp
 from typer.testing import CliRunner
 
 from closedloop import images
@@ -29,51 +28,10 @@ IMAGE = "registry.example/team/closedloop-component:3f2a9c1"
 SECRETS = ("regcred", "mirror-cred")
 
 
-class FakeKfp(BaseHTTPRequestHandler):
-    """The v2beta1 calls behind ``create_run_from_pipeline_package`` (healthz, experiments, runs)."""
-
-    runs: list[dict[str, Any]] = []
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def _send(self, body: dict[str, Any], code: int = 200) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self) -> None:
-        if self.path.startswith("/apis/v2beta1/healthz"):
-            self._send({"multi_user": False})
-        elif self.path.startswith("/apis/v2beta1/experiments"):
-            self._send({"experiments": [], "total_size": 0})
-        else:
-            self._send({"error": self.path}, 404)
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
-        if self.path.startswith("/apis/v2beta1/experiments"):
-            self._send({"experiment_id": "exp-1", "display_name": body.get("display_name")})
-        elif self.path.startswith("/apis/v2beta1/runs"):
-            type(self).runs.append(body)
-            self._send({"run_id": f"run-{len(type(self).runs)}", "state": "PENDING"})
-        else:
-            self._send({"error": self.path}, 404)
-
-
 @pytest.fixture()
 def kfp_host() -> Iterator[str]:
-    FakeKfp.runs = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeKfp)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with fake_kfp() as host:
+        yield host
 
 
 @pytest.fixture(autouse=True)
@@ -85,7 +43,7 @@ def _submit(backend: KfpBackend) -> dict[str, Any]:
     """Create one run through *backend* and return the spec the API received."""
     request = RunRequest("retrain-fraud-0001", {"reference_uri": "s3://c/ref.parquet"})
     try:
-        assert backend.submit(request) == "run-1"
+        assert backend.submit(request) == "run-42"
     finally:
         backend.close()
     (body,) = FakeKfp.runs
@@ -253,7 +211,7 @@ def test_cli_without_settings_keeps_the_compiled_image(
     [
         (["--image-pull-secret", "Reg_Cred"], {}, "is not a Secret name"),
         ([], {"CLOSEDLOOP_IMAGE_PULL_SECRETS": "regcred,bad name"}, "is not a Secret name"),
-        (["--component-image", " "], {}, "must not be empty"),
+        (["--component-image", " "], {}, "is not an image reference"),
         ([], {images.COMPONENT_IMAGE_ENV: "a b:1"}, "is not an image reference"),
     ],
 )

@@ -136,17 +136,9 @@ def parse_event(headers: Mapping[str, str], body: bytes) -> SeldonEvent:
             f"unexpected Ce-Type {event.get_type()!r}: expected one of {sorted(EVENT_KINDS)}",
         )
     request_id = event.get_extension("requestid")
-    if is_protobuf(event.get_datacontenttype()):
-        return SeldonEvent(
-            kind=kind,  # type: ignore[arg-type]
-            id=event.get_id(),
-            source=event.get_source(),
-            request_id=str(request_id) if request_id else None,
-            data=None,
-            encoding="protobuf",
-        )
-    data = event.get_data()
-    if kind != "response" and not isinstance(data, dict):
+    protobuf = is_protobuf(event.get_datacontenttype())
+    data = None if protobuf else event.get_data()
+    if not protobuf and kind != "response" and not isinstance(data, dict):
         shown = "an empty body" if data is None else f"{type(data).__name__}"
         raise EventRejected(
             "payload", f"the body must be a JSON object (a Seldon message), got {shown}"
@@ -157,6 +149,7 @@ def parse_event(headers: Mapping[str, str], body: bytes) -> SeldonEvent:
         source=event.get_source(),
         request_id=str(request_id) if request_id else None,
         data=data,
+        encoding="protobuf" if protobuf else "json",
     )
 
 
