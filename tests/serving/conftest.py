@@ -131,10 +131,10 @@ def metric_values(text: str, name: str, **labels: str) -> list[float]:
     """Values of a Prometheus metric whose labels include *labels*."""
     values = []
     for line in text.splitlines():
-        match = re.match(rf"^{re.escape(name)}\{{(.*)\}} (\S+)$", line)
+        match = re.match(rf"^{re.escape(name)}(?:\{{(.*)\}})? (\S+)$", line)
         if not match:
             continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1)))
+        found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1) or ""))
         if all(found.get(k) == v for k, v in labels.items()):
             values.append(float(match.group(2)))
     return values

@@ -175,6 +175,9 @@ class LocalSeldonServer:
         ready_timeout: Seconds :meth:`start` waits for ``/health/status``.
         stop_timeout: Seconds :meth:`stop` waits after SIGTERM before SIGKILL.
         extra_env: More environment variables for the server.
+        bare: Start Seldon's own ``seldon-core-microservice`` instead of
+            :mod:`closedloop.serving.microservice` (which adds closedloop's metrics
+            and bind address); for benchmark anchors.
     """
 
     def __init__(
@@ -193,6 +196,7 @@ class LocalSeldonServer:
         ready_timeout: float = 120.0,
         stop_timeout: float = 10.0,
         extra_env: Mapping[str, str] | None = None,
+        bare: bool = False,
     ) -> None:
         if workers < 1 or threads < 1:
             raise ValueError("workers and threads must be >= 1")
@@ -209,6 +213,7 @@ class LocalSeldonServer:
         self.ready_timeout = ready_timeout
         self.stop_timeout = stop_timeout
         self.extra_env = dict(extra_env or {})
+        self.bare = bare
         self.ports: ServerPorts | None = None
         self.state_dir: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -312,8 +317,13 @@ class LocalSeldonServer:
         (state_dir / "run").mkdir(parents=True, exist_ok=True, mode=0o700)
         ports = ServerPorts.allocate(self.requested_http_port)
         self.state_dir, self.ports = state_dir, ports
+        launcher = (
+            [str(executable)]
+            if self.bare
+            else [str(executable.parent / "python"), "-m", "closedloop.serving.microservice"]
+        )
         command = [
-            str(executable),
+            *launcher,
             self.interface,
             "--service-type",
             "MODEL",

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -368,3 +369,55 @@ def check_cells(array: np.ndarray, what: str = "data") -> None:
                 f"{what}{list(index)} is a JSON {_kind(value)}; every value must be a number, "
                 "string, boolean or null"
             )
+
+
+@dataclass(frozen=True)
+class MessageRows:
+    """The rows of a checked prediction message, as JSON values.
+
+    Attributes:
+        encoding: ``ndarray``, ``tensor`` or ``jsonData`` (the answer uses ``ndarray``
+            for ``ndarray`` and ``tensor`` otherwise, as Seldon's wrapper does).
+        rows: One list of values per row (``ndarray`` and ``tensor``), else ``None``.
+        names: ``data.names`` when sent, else ``None`` (positional columns).
+        records: The ``jsonData`` records, else ``None``.
+    """
+
+    encoding: str
+    rows: list[list[Any]] | None = None
+    names: list[str] | None = None
+    records: list[Mapping[str, Any]] | None = None
+
+
+def message_rows(body: Mapping[str, Any], *, max_rows: int) -> MessageRows:
+    """Take the rows out of a prediction message checked by :func:`check_prediction_message`.
+
+    Raises:
+        MessageError: If the message was not checked and is malformed.
+    """
+    if not isinstance(body, Mapping):
+        check_prediction_message(body, max_rows=max_rows)
+    if "jsonData" in body:
+        payload = body["jsonData"]
+        records = [payload] if isinstance(payload, Mapping) else payload
+        if not isinstance(records, list):
+            check_prediction_message(body, max_rows=max_rows)
+        return MessageRows("jsonData", records=records)
+    data = body.get("data")
+    if not isinstance(data, Mapping):
+        check_prediction_message(body, max_rows=max_rows)
+        raise MessageError(f"the request holds no rows; {SUPPORTED_HINT}")
+    names = check_names(data.get("names"))
+    if "tensor" in data:
+        tensor = data["tensor"]
+        shape, values = tensor["shape"], tensor["values"]
+        width = shape[1] if len(shape) == 2 else len(values)
+        rows = [values[i : i + width] for i in range(0, len(values), width)] if width else []
+        return MessageRows("tensor", rows=rows, names=names)
+    array = data.get("ndarray")
+    if not isinstance(array, list):
+        check_prediction_message(body, max_rows=max_rows)
+        raise MessageError(f"data holds no 'ndarray' or 'tensor'; {SUPPORTED_HINT}")
+    if array and not isinstance(array[0], list):
+        array = [array]
+    return MessageRows("ndarray", rows=array, names=names)
