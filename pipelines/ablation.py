@@ -40,7 +40,8 @@ def feature_ablation_pipeline(
     split = split_data(
         dataset=cleaned.outputs["cleaned"], target=target, test_size=test_size, seed=seed
     )
-    schema = checked.outputs["schema"]
+    # The served schema: validation's, carrying the cleaning fitted on these rows.
+    schema = cleaned.outputs["fitted_schema"]
     evaluations = {}
     for engineer in (False, True):
         branch = "engineered" if engineer else "base"

@@ -73,7 +73,8 @@ def train_gate_register(
         time_column=time_column,
         seed=seed,
     )
-    schema = checked.outputs["schema"]
+    # The served schema: validation's, carrying the cleaning fitted on these rows.
+    schema = cleaned.outputs["fitted_schema"]
     features = engineer_features(train=split.outputs["train"], schema=schema, engineer=engineer)
     proposals = propose_candidates(n_candidates=n_candidates, seed=seed, kinds=model_kinds)
     with dsl.ParallelFor(proposals.output) as config:

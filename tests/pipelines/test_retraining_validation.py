@@ -21,6 +21,7 @@ from kfp import dsl
 
 from closedloop.data import generate_transactions
 from closedloop.local.s3 import LocalS3
+from closedloop.ml.clean import clean_dataset, fitted_schema
 from closedloop.ml.schema import infer_schema
 from closedloop.registry import Lineage, Registry
 from closedloop.registry.layout import SCHEMA_FILE
@@ -62,7 +63,10 @@ def registry_uri(
     uri = f"s3://{bucket}/registry"
     source = tmp_path / "champion"
     source.mkdir()
-    schema = infer_schema(generate_transactions(2000, seed=60), TARGET)
+    raw = generate_transactions(2000, seed=60)
+    schema = infer_schema(raw, TARGET)
+    # As training registers it: carrying the cleaning fitted on its rows.
+    schema = fitted_schema(schema, clean_dataset(raw, schema)[1])
     (source / SCHEMA_FILE).write_text(schema.to_json())
     registry = Registry(s3_store, uri)
     version = registry.register(MODEL, source, Lineage("s3://x/train.parquet", "00")).version

@@ -22,7 +22,7 @@ from closedloop.data import DEFAULT_TARGET, generate_transactions
 from closedloop.local.pipelines import PipelineRun, PipelineRunError, run_pipeline
 from closedloop.local.s3 import LocalS3
 from closedloop.ml.ingest import ingest
-from closedloop.ml.schema import InputSchema
+from closedloop.ml.schema import InputSchema, check_frame
 from closedloop.ml.train import predict_scores
 from closedloop.registry import ChampionPointer, Manifest, Registry
 from closedloop.registry.layout import (
@@ -139,6 +139,12 @@ def test_first_run_registers_v1_with_every_artifact(loop: Loop, first: Run, tmp_
     rows = generate_transactions(200, seed=9)
     scores = predict_scores(joblib.load(local.path / MODEL_FILE), rows, schema)
     assert scores.shape == (200,)
+    # Trained on data without a missing value, it still serves a schema with the fitted
+    # cleaning: every column has a fill, so a missing value is served as training did.
+    assert all(spec.fill is not None for spec in schema.columns)
+    assert schema.column("amount").clip is not None
+    gap = check_frame([[None] * len(schema.columns)], schema).frame
+    assert gap.notna().all().all()
     metrics = json.loads((local.path / METRICS_FILE).read_text())["metrics"]
     assert metrics["roc_auc"] > 0.7
     assert dict(manifest.metrics) == pytest.approx(metrics)

@@ -30,7 +30,8 @@ def register_model(
 
     Args:
         model: The fitted pipeline (features + estimator).
-        schema: The input schema.
+        schema: The served input schema, with the fitted cleaning (``clean_data``'s
+            ``fitted_schema``); it becomes the version's ``schema.json``.
         detector: The fitted drift detector directory.
         reference: The detector's reference sample.
         evaluation: Holdout evaluation (JSON).

@@ -20,7 +20,8 @@ def fit_drift_detector(
 
     Args:
         train: Training rows; the reference sample is drawn from them.
-        schema: The input schema.
+        schema: The served input schema, with the fitted cleaning (``clean_data``'s
+            ``fitted_schema``).
         detector: The saved detector directory (alibi-detect ``save_detector`` + encoder).
         reference: The raw reference sample as Parquet.
         p_value: Significance level of the feature-wise tests.

@@ -22,7 +22,8 @@ def train_candidate(
 
     Args:
         train: Training rows.
-        schema: The input schema.
+        schema: The served input schema, with the fitted cleaning (``clean_data``'s
+            ``fitted_schema``).
         features: The fitted feature step.
         config: The candidate's configuration (JSON from ``propose_candidates``).
         valid_fraction: Share of training rows used to score the candidate.

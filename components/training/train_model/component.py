@@ -18,7 +18,8 @@ def train_model(
 
     Args:
         train: Training rows.
-        schema: The input schema.
+        schema: The served input schema, with the fitted cleaning (``clean_data``'s
+            ``fitted_schema``).
         features: The fitted feature step from ``engineer_features``.
         config: Model configuration JSON: ``{"kind": ..., "params": {...}, "seed": ...}``.
         model: The fitted sklearn pipeline (joblib) that is registered and served.

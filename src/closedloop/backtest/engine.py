@@ -373,12 +373,15 @@ def beats_clock(result: BacktestResult) -> dict[str, Any]:
 class _Model:
     """One trained version inside a replay.
 
+    ``schema``: its served schema, carrying the cleaning fitted when it was trained;
+    its windows are scored, and tested for drift, as the server would see them.
     ``labelled_until``: the windows ``[0, labelled_until)`` whose labels existed when it
     was trained; the next periodic retraining takes its recent rows from there.
     """
 
     version: int
     pipeline: Any
+    schema: InputSchema
     training_rows: pd.DataFrame
     baseline: QualityBaseline
     labelled_until: int
@@ -389,6 +392,7 @@ class _Trained:
     """What the backtest needs of one retraining run."""
 
     pipeline: Any
+    schema: InputSchema
     passed: bool
     reason: str
     training_rows: pd.DataFrame
@@ -422,6 +426,7 @@ def _retrain(
     drawn_on = pd.concat([kept, recent], ignore_index=True)
     return _Trained(
         pipeline=outcome.challenger,
+        schema=outcome.schema,
         passed=outcome.gate.passed,
         reason=outcome.gate.reason,
         training_rows=drawn_on.iloc[-max(recipe.max_reference_rows, len(recent)) :],
@@ -462,6 +467,7 @@ class _Replay:
         self._scores: dict[tuple[int, int], np.ndarray] = {}
         self._labels: dict[int, np.ndarray] = {}
         self._detectors: dict[int, FittedDetector] = {}
+        self._served: dict[tuple[int, int], pd.DataFrame] = {}
         # No champion: retrain keeps no reference rows (at most one per recent row of none).
         trained = _retrain(frame.iloc[:0], frame.iloc[:initial_rows], schema, None, recipe)
         if not trained.passed:
@@ -481,7 +487,14 @@ class _Replay:
         )
         version = self._versions
         self._versions += 1
-        return _Model(version, trained.pipeline, trained.training_rows, baseline, labelled_until)
+        return _Model(
+            version,
+            trained.pipeline,
+            trained.schema,
+            trained.training_rows,
+            baseline,
+            labelled_until,
+        )
 
     def window(self, w: int) -> pd.DataFrame:
         start = self.initial_rows + w * self.window_rows
@@ -502,18 +515,31 @@ class _Replay:
                 ) from exc
         return self._labels[w]
 
+    def served(self, model: _Model, w: int) -> pd.DataFrame:
+        """Window ``w`` as ``model``'s server sees it: with its fitted cleaning applied."""
+        from closedloop.ml.clean import apply_cleaning
+
+        key = (model.version, w)
+        if key not in self._served:
+            self._served[key] = apply_cleaning(self.window(w), model.schema)
+        return self._served[key]
+
     def scores(self, model: _Model, w: int) -> np.ndarray:
         key = (model.version, w)
         if key not in self._scores:
-            self._scores[key] = predict_scores(model.pipeline, self.window(w), self.schema)
+            self._scores[key] = predict_scores(model.pipeline, self.served(model, w), model.schema)
         return self._scores[key]
 
     def detector(self, model: _Model) -> FittedDetector:
         if model.version not in self._detectors:
             from closedloop.drift.detector import fit_detector
+            from closedloop.ml.clean import apply_cleaning
 
             self._detectors[model.version] = fit_detector(
-                model.training_rows, self.schema, p_val=self.policy.p_value, seed=self.recipe.seed
+                apply_cleaning(model.training_rows, model.schema),
+                model.schema,
+                p_val=self.policy.p_value,
+                seed=self.recipe.seed,
             )
         return self._detectors[model.version]
 
@@ -532,7 +558,7 @@ class _Replay:
     def judge(self, model: _Model, w: int) -> WindowVerdict:
         """The policy's verdict on window ``w``, as the trigger re-judges a sidecar's report."""
         window = self.window(w)
-        drift = self.detector(model).score(window)
+        drift = self.detector(model).score(self.served(model, w))
         quality: QualityResult | None = None
         labelled = w - self.delay
         if labelled >= 0:

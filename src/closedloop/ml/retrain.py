@@ -13,7 +13,8 @@ pure functions, so both learn and judge a new model the same way:
 2. :func:`assemble_retraining_rows` puts the kept reference rows first and the recent
    rows after them in the order they arrived, so **row order is time order**.
 3. :func:`retrain` runs the pipeline's own steps in process: assemble, clean
-   (:func:`closedloop.ml.clean.clean_dataset`), split with
+   (:func:`closedloop.ml.clean.clean_dataset`, whose fitted cleaning goes into the
+   challenger's schema as in the pipeline), split with
    ``split_dataset(strategy="ordered")`` so the holdout is the most recent labelled
    slice (which neither the champion, trained earlier, nor the challenger has seen),
    train (:func:`closedloop.ml.train.train_model`), score both models on that holdout
@@ -74,9 +75,15 @@ import pandas as pd
 from scipy.stats import ttest_ind
 from sklearn.pipeline import Pipeline
 
-from closedloop.ml.clean import CleaningRecord, CleanOptions, clean_dataset
+from closedloop.ml.clean import (
+    CleaningRecord,
+    CleanOptions,
+    apply_cleaning,
+    clean_dataset,
+    fitted_schema,
+)
 from closedloop.ml.gate import GateDecision, GatePolicy, gate
-from closedloop.ml.schema import InputSchema
+from closedloop.ml.schema import InputSchema, is_null_like
 from closedloop.ml.split import split_dataset
 from closedloop.ml.train import (
     MODEL_KINDS,
@@ -176,8 +183,15 @@ def _row_losses(scores: np.ndarray, y: np.ndarray, schema: InputSchema) -> np.nd
 def _scored(
     rows: pd.DataFrame, schema: InputSchema, champion: Pipeline
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The champion's scores and the encoded targets, on rows with their types coerced."""
-    prepared, _ = clean_dataset(rows, schema, _SCORING_CLEAN)
+    """The champion's scores and the encoded targets, on rows as the champion serves them.
+
+    With a fitted cleaning in the champion's schema, the rows get it (as the server
+    would apply it); an older schema without one gets types coerced and gaps imputed.
+    """
+    if schema.has_cleaning:
+        prepared = apply_cleaning(rows[~is_null_like(rows[schema.target])], schema)
+    else:
+        prepared, _ = clean_dataset(rows, schema, _SCORING_CLEAN)
     if prepared.empty:
         return np.empty(0), np.empty(0, dtype=np.int64)
     return predict_scores(champion, prepared, schema), encode_target(
@@ -556,6 +570,9 @@ class RetrainOutcome:
         recency: The concept test's decision and the reference rows kept.
         config: The configuration the challenger was trained with.
         cleaning: What cleaning did to the assembled rows.
+        schema: The challenger's schema: the given one carrying the cleaning fitted on
+            the assembled rows (:func:`closedloop.ml.clean.fitted_schema`), the one to
+            serve it with.
         train_rows: Rows the challenger was trained on.
         holdout_rows: Rows of the holdout, the latest ones.
         y_holdout: Holdout labels (class indices) or targets.
@@ -568,6 +585,7 @@ class RetrainOutcome:
     recency: RecencyDecision
     config: ModelConfig
     cleaning: CleaningRecord
+    schema: InputSchema
     train_rows: int
     holdout_rows: int
     y_holdout: np.ndarray
@@ -615,7 +633,8 @@ def retrain(
     Args:
         reference: The original training data.
         recent: Recent labelled rows (raw or in archive form).
-        schema: The champion's input schema; the challenger keeps it.
+        schema: The champion's input schema; the challenger keeps it, with the cleaning
+            fitted on these rows (``RetrainOutcome.schema``).
         champion: The champion's fitted served pipeline, or ``None``.
         recipe: The knobs; the defaults of :class:`RetrainRecipe` when ``None``.
 
@@ -640,14 +659,15 @@ def retrain(
         min_effect=recipe.concept_min_effect,
     )
     cleaned, cleaning = clean_dataset(rows, schema, recipe.clean)
+    served = fitted_schema(schema, cleaning)
     train, holdout = split_dataset(
-        cleaned, schema.target, test_size=recipe.test_size, strategy="ordered"
+        cleaned, served.target, test_size=recipe.test_size, strategy="ordered"
     )
-    config = _best_config(train, schema, recipe)
-    challenger = train_model(train, schema, config, engineer=recipe.engineer)
-    y_holdout = encode_target(holdout[schema.target], schema)
-    challenger_scores = predict_scores(challenger, holdout, schema)
-    champion_scores = None if champion is None else predict_scores(champion, holdout, schema)
+    config = _best_config(train, served, recipe)
+    challenger = train_model(train, served, config, engineer=recipe.engineer)
+    y_holdout = encode_target(holdout[served.target], served)
+    challenger_scores = predict_scores(challenger, holdout, served)
+    champion_scores = None if champion is None else predict_scores(champion, holdout, served)
     decision = gate(recipe.gate, y_holdout, challenger_scores, champion_scores)
     return RetrainOutcome(
         challenger=challenger,
@@ -655,6 +675,7 @@ def retrain(
         recency=recency,
         config=config,
         cleaning=cleaning,
+        schema=served,
         train_rows=len(train),
         holdout_rows=len(holdout),
         y_holdout=y_holdout,

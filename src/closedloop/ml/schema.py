@@ -3,21 +3,33 @@
 This module is imported by the model server, so it depends only on the standard
 library, numpy and pandas.
 
-Serving-time rules, enforced by :func:`check_frame` / :func:`coerce_frame`:
+Serving-time rules, enforced by :func:`check_frame` / :func:`coerce_frame` (batch
+inference calls the same functions):
 
 * names, when given, must equal ``schema.feature_names`` in order; without names the
   width must match and columns are taken positionally;
 * numeric and boolean columns accept numbers and numeric strings (a JSON ``ndarray``
-  that mixes strings and numbers reaches the server as an array of strings); any other
-  string is an error, and so is ``inf`` anywhere;
-* the tokens ``None``, ``""``, ``"null"``, ``"None"``, ``"nan"`` and ``"NaN"`` mean
-  missing; a missing value is an error in a column whose spec is not ``nullable``;
+  that mixes strings and numbers reaches the server as an array of strings), boolean
+  ones also ``true``/``false``; any other string is an error;
+* the tokens of :data:`NULL_TOKENS`, ``None`` and ``NaN`` mean missing;
+* **serving treats a value exactly as the fitted cleaning step treated it at
+  training** when the schema carries that cleaning (:attr:`ColumnSpec.fill` /
+  :attr:`ColumnSpec.clip`, written by :func:`closedloop.ml.clean.fitted_schema`): a
+  missing value, and a non-finite number (training's coercion turns ``±inf`` into
+  missing), becomes the fill value fitted at training (numeric: median or mean;
+  boolean and categorical: most frequent value or the missing token; datetime: median
+  timestamp); then a numeric value outside the fitted IQR fences is clipped to the
+  fitted clip targets. The shared rule is
+  :func:`closedloop.ml.cleaning_rules.apply_fitted`;
+* without a fitted cleaning (schemas written before it existed) ``inf`` is an error,
+  and so is a missing value in a column whose spec is not ``nullable``;
 * unknown categories are **accepted** and counted in :attr:`FrameCheck.unknown_categories`
   (the fitted one-hot encoder maps them to all-zeros or to its infrequent bucket), so a
   new merchant type does not take the service down; the drift detector sees them;
-* datetimes must be strings in one of :data:`DATETIME_FORMATS` (or ISO 8601) or
-  datetime objects; they are returned as naive ``datetime64[ns]`` (UTC if an offset
-  was given).
+* datetimes must be strings that :func:`parse_datetime_value` reads (one of
+  :data:`DATETIME_FORMATS`, or ISO 8601) or datetime objects; they are returned as
+  naive ``datetime64[ns]``: a value with an offset in UTC, one without as it is.
+  Training parses with :func:`parse_datetimes`, the same definition vectorized.
 
 The coerced frame holds the schema's feature columns in order with these dtypes:
 numeric and boolean → ``float64`` (booleans as 0.0/1.0), categorical → ``object``
@@ -29,13 +41,16 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import date, datetime
+from dataclasses import dataclass, field, replace
+from datetime import date
 from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+
+from closedloop.errors import ClosedLoopError
 
 ColumnKind = Literal["numeric", "categorical", "datetime", "boolean"]
 Task = Literal["classification", "regression"]
@@ -59,15 +74,13 @@ DATETIME_FORMATS: tuple[str, ...] = (
 )
 ISO8601 = "ISO8601"
 NULL_TOKENS: frozenset[str] = frozenset({"", "null", "None", "none", "nan", "NaN", "NULL"})
-_TRUE_TOKENS = frozenset({"true", "True", "TRUE", "1", "1.0"})
-_FALSE_TOKENS = frozenset({"false", "False", "FALSE", "0", "0.0"})
 _MAX_REPORTED_ROWS = 3
 _MAX_TASK_CLASSES = 20
 _DATETIME_DETECTION_SHARE = 0.95
 _DATETIME_DETECTION_SAMPLE = 1000
 
 
-class SchemaError(ValueError):
+class SchemaError(ClosedLoopError, ValueError):
     """Rows do not match an :class:`InputSchema`; the message says where and why."""
 
 
@@ -78,10 +91,19 @@ class ColumnSpec:
     Attributes:
         name: Column name.
         kind: ``numeric``, ``categorical``, ``datetime`` or ``boolean``.
-        nullable: Whether missing values are accepted.
+        nullable: Whether the training data had missing values in this column.
         minimum: Lowest accepted value (numeric only), or ``None`` for no bound.
         maximum: Highest accepted value (numeric only), or ``None`` for no bound.
         allowed: Known categories (categorical only), or ``None`` for any string.
+        fill: The value the fitted cleaning step puts in place of a missing value
+            (see :mod:`closedloop.ml.cleaning_rules`): a ``float`` for numeric and
+            boolean (0.0/1.0) columns, a ``str`` for categorical ones, an ISO string
+            ``YYYY-MM-DDTHH:MM:SS[.ffffff]`` for datetime ones; ``None`` when the
+            schema carries no fitted cleaning (schemas written before it existed).
+        clip: ``(low_fence, high_fence, low_to, high_to)`` fitted by the cleaning
+            step (numeric only): a present value below ``low_fence`` becomes
+            ``low_to``, one above ``high_fence`` becomes ``high_to``; ``None`` for no
+            clipping.
     """
 
     name: str
@@ -90,6 +112,8 @@ class ColumnSpec:
     minimum: float | None = None
     maximum: float | None = None
     allowed: tuple[str, ...] | None = None
+    fill: float | str | None = None
+    clip: tuple[float, float, float, float] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in COLUMN_KINDS:
@@ -102,10 +126,46 @@ class ColumnSpec:
             and float(self.minimum) > float(self.maximum)
         ):
             raise ValueError(f"column {self.name!r}: minimum > maximum")
+        if self.fill is not None:
+            object.__setattr__(self, "fill", self._normalized_fill(self.fill))
+        if self.clip is not None:
+            object.__setattr__(self, "clip", self._checked_clip(self.clip))
+
+    def _normalized_fill(self, fill: Any) -> float | str:
+        if self.kind in ("numeric", "boolean"):
+            number = float(fill)
+            if not math.isfinite(number):
+                raise ValueError(f"column {self.name!r}: fill {fill!r} is not finite")
+            return number
+        if self.kind == "categorical":
+            return str(fill)
+        parsed = parse_datetime_value(fill)
+        if parsed is None:
+            raise ValueError(f"column {self.name!r}: fill {fill!r} is not a date")
+        return datetime_text(np.datetime64(parsed[0], "ns"))
+
+    def _checked_clip(self, clip: Sequence[float]) -> tuple[float, float, float, float]:
+        if self.kind != "numeric":
+            raise ValueError(f"column {self.name!r}: only numeric columns are clipped")
+        values = tuple(float(v) for v in clip)
+        if len(values) != 4 or not all(math.isfinite(v) for v in values):
+            raise ValueError(
+                f"column {self.name!r}: clip must be 4 finite numbers "
+                f"(low_fence, high_fence, low_to, high_to), got {clip!r}"
+            )
+        low, high, low_to, high_to = values
+        if low > high or low_to > high_to:
+            raise ValueError(f"column {self.name!r}: clip {values} is not ordered")
+        return low, high, low_to, high_to
+
+    @property
+    def accepts_missing(self) -> bool:
+        """Whether serving accepts a missing value: it is imputed, or the column is nullable."""
+        return self.nullable or self.fill is not None
 
     def to_dict(self) -> dict[str, Any]:
-        """Return a JSON-serializable dict."""
-        return {
+        """Return a JSON-serializable dict (``fill``/``clip`` only when fitted)."""
+        data: dict[str, Any] = {
             "name": self.name,
             "kind": self.kind,
             "nullable": self.nullable,
@@ -113,11 +173,17 @@ class ColumnSpec:
             "maximum": self.maximum,
             "allowed": list(self.allowed) if self.allowed is not None else None,
         }
+        if self.fill is not None:
+            data["fill"] = self.fill
+        if self.clip is not None:
+            data["clip"] = list(self.clip)
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ColumnSpec:
-        """Build a spec from :meth:`to_dict` output."""
+        """Build a spec from :meth:`to_dict` output (files without ``fill``/``clip`` too)."""
         allowed = data.get("allowed")
+        clip = data.get("clip")
         return cls(
             name=str(data["name"]),
             kind=data["kind"],
@@ -125,6 +191,8 @@ class ColumnSpec:
             minimum=None if data.get("minimum") is None else float(data["minimum"]),
             maximum=None if data.get("maximum") is None else float(data["maximum"]),
             allowed=None if allowed is None else tuple(str(v) for v in allowed),
+            fill=data.get("fill"),
+            clip=None if clip is None else tuple(clip),  # type: ignore[arg-type]
         )
 
 
@@ -179,6 +247,40 @@ class InputSchema:
         """Names of the feature columns of one kind, in schema order."""
         return tuple(c.name for c in self.columns if c.kind == kind)
 
+    @property
+    def has_cleaning(self) -> bool:
+        """Whether any column carries a fitted fill or clip."""
+        return any(c.fill is not None or c.clip is not None for c in self.columns)
+
+    def with_cleaning(
+        self,
+        fills: Mapping[str, float | str | None],
+        clips: Mapping[str, tuple[float, float, float, float] | None],
+    ) -> InputSchema:
+        """Return this schema carrying a fitted cleaning, which replaces any it had.
+
+        Args:
+            fills: Fill value per column name (see :attr:`ColumnSpec.fill`); a column
+                left out gets none.
+            clips: ``(low_fence, high_fence, low_to, high_to)`` per numeric column; a
+                column left out gets none.
+
+        Returns:
+            A new schema; everything else is unchanged.
+
+        Raises:
+            KeyError: If a name is not a feature column.
+            ValueError: If a value does not suit its column's kind.
+        """
+        unknown = sorted((set(fills) | set(clips)) - set(self.feature_names))
+        if unknown:
+            raise KeyError(f"not feature columns of the schema: {unknown}")
+        columns = tuple(
+            replace(spec, fill=fills.get(spec.name), clip=clips.get(spec.name))
+            for spec in self.columns
+        )
+        return replace(self, columns=columns)
+
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-serializable dict (with a format ``version``)."""
         return {
@@ -231,6 +333,11 @@ class FrameCheck:
     frame: pd.DataFrame
     unknown_categories: Mapping[str, int] = field(default_factory=dict)
 
+    @property
+    def n_rows(self) -> int:
+        """Number of rows."""
+        return len(self.frame)
+
 
 def _plain(value: Any) -> Any:
     """Turn numpy scalars into Python ones so labels survive JSON."""
@@ -249,15 +356,339 @@ def is_null_like(values: pd.Series) -> pd.Series:
     return mask
 
 
+# What a value means, defined once per value and used by training (clean, features,
+# validate) and by serving (coerce_frame) alike. The vectorized entry points convert
+# each distinct value of a long array once and map the results back, so they return
+# exactly what the per-value functions return.
+
+_PER_VALUE_LIMIT = 64
+_EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
+_NS_PER_SECOND = 1_000_000_000
+# datetime64[ns] counts int64 nanoseconds; the smallest int64 is NaT.
+_MIN_NS = -(2**63) + 1
+_MAX_NS = 2**63 - 1
+_NAT_NS = np.iinfo(np.int64).min
+_MONTHS = {
+    name: number
+    for number, name in enumerate(
+        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"),
+        start=1,
+    )
+}
+_DIRECTIVES = {
+    "Y": r"(?P<year>\d{4})",
+    "m": r"(?P<month>\d{1,2})",
+    "d": r"(?P<day>\d{1,2})",
+    "H": r"(?P<hour>\d{1,2})",
+    "M": r"(?P<minute>\d{1,2})",
+    "S": r"(?P<second>\d{1,2})",
+    "f": r"(?P<fraction>\d{1,9})",
+    "b": r"(?P<month_name>[a-z]{3})",
+}
+_ISO_PATTERN = re.compile(
+    r"(?P<year>\d{4})"
+    r"(?:-(?P<month>\d{2})-(?P<day>\d{2})"
+    r"|(?P<basic_month>\d{2})(?P<basic_day>\d{2})"
+    r"|-?W(?P<week>\d{2})(?:-?(?P<weekday>[1-7]))?)"
+    r"(?:[T ](?P<hour>\d{2})(?::?(?P<minute>\d{2})(?::?(?P<second>\d{2})"
+    r"(?:[.,](?P<fraction>\d{1,9}))?)?)?"
+    r"(?P<offset>Z|[+-]\d{2}(?::?\d{2})?)?)?",
+    re.ASCII,
+)
+
+
+def _format_pattern(fmt: str) -> re.Pattern[str]:
+    parts = []
+    position = 0
+    while position < len(fmt):
+        char = fmt[position]
+        if char == "%":
+            parts.append(_DIRECTIVES[fmt[position + 1]])
+            position += 2
+            continue
+        parts.append(r"\s+" if char.isspace() else re.escape(char))
+        position += 1
+    return re.compile("".join(parts), re.ASCII | re.IGNORECASE)
+
+
+_FORMAT_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (fmt, _format_pattern(fmt)) for fmt in DATETIME_FORMATS
+)
+
+
+def _stamp_ns(
+    year: int,
+    month: int,
+    day: int,
+    hour: int,
+    minute: int,
+    second: int,
+    fraction: str | None,
+    offset_minutes: int,
+) -> int | None:
+    if hour > 23 or minute > 59 or second > 59:
+        return None
+    try:
+        days = date(year, month, day).toordinal() - _EPOCH_ORDINAL
+    except ValueError:
+        return None
+    seconds = ((days * 24 + hour) * 60 + minute - offset_minutes) * 60 + second
+    ns = seconds * _NS_PER_SECOND + (int(fraction.ljust(9, "0")) if fraction else 0)
+    return ns if _MIN_NS <= ns <= _MAX_NS else None
+
+
+def _from_format(match: re.Match[str]) -> int | None:
+    groups = match.groupdict()
+    if "month_name" in groups:
+        month = _MONTHS.get(groups["month_name"].lower())
+        if month is None:
+            return None
+    else:
+        month = int(groups["month"])
+    return _stamp_ns(
+        int(groups["year"]),
+        month,
+        int(groups["day"]),
+        int(groups.get("hour") or 0),
+        int(groups.get("minute") or 0),
+        int(groups.get("second") or 0),
+        groups.get("fraction"),
+        0,
+    )
+
+
+def _from_iso(match: re.Match[str]) -> int | None:
+    groups = match.groupdict()
+    year = int(groups["year"])
+    if groups["week"] is not None:
+        try:
+            day = date.fromisocalendar(year, int(groups["week"]), int(groups["weekday"] or 1))
+        except ValueError:
+            return None
+        year, month, day_of_month = day.year, day.month, day.day
+    else:
+        month = int(groups["month"] or groups["basic_month"])
+        day_of_month = int(groups["day"] or groups["basic_day"])
+    offset = 0
+    text = groups["offset"]
+    if text and text != "Z":
+        digits = text[1:].replace(":", "")
+        hours, minutes = int(digits[:2]), int(digits[2:] or 0)
+        if hours > 23 or minutes > 59:
+            return None
+        offset = (hours * 60 + minutes) * (1 if text[0] == "+" else -1)
+    return _stamp_ns(
+        year,
+        month,
+        day_of_month,
+        int(groups["hour"] or 0),
+        int(groups["minute"] or 0),
+        int(groups["second"] or 0),
+        groups["fraction"],
+        offset,
+    )
+
+
+def parse_datetime_value(value: Any) -> tuple[int, str] | None:
+    """What one value of a datetime column means: the one definition of a date.
+
+    * A string (stripped) is tried against each of :data:`DATETIME_FORMATS` in order,
+      as :func:`datetime.strptime` reads them except that ``%f`` keeps up to nine
+      digits (nanoseconds) and ``%b`` is an English month abbreviation; then against
+      ISO 8601: a calendar date ``YYYY-MM-DD`` or ``YYYYMMDD``, or a week date
+      ``YYYY-Www[-D]`` / ``YYYYWww[D]`` (day 1, Monday, when left out), optionally
+      followed by ``T`` or a space and ``HH[:MM[:SS[.fffffffff]]]`` (colons optional)
+      and an offset ``Z``, ``±HH``, ``±HHMM`` or ``±HH:MM``. Reduced dates
+      (``2026-01``), ordinal dates and hour 24 are not dates.
+    * A value with an offset (a string or a timezone-aware datetime) is converted to
+      UTC and made naive; a value without one is taken as it is, whatever its
+      neighbours in the column carry.
+    * ``datetime``, ``date`` (midnight) and ``numpy.datetime64`` values are dates.
+    * Nanoseconds are kept. A date outside what ``datetime64[ns]`` holds (years
+      1677-2262) is not a date.
+
+    Missing values (:data:`NULL_TOKENS`, ``None``, ``NaN``, ``NaT``) are the caller's
+    to detect first; anything else (numbers included) is not a date.
+
+    Args:
+        value: One raw value.
+
+    Returns:
+        ``(nanoseconds since 1970-01-01, format)`` where format is the matching
+        entry of :data:`DATETIME_FORMATS`, :data:`ISO8601` or ``"datetime64"``; or
+        ``None`` when the value is not a date.
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        for fmt, pattern in _FORMAT_PATTERNS:
+            match = pattern.fullmatch(text)
+            if match is not None:
+                ns = _from_format(match)
+                if ns is not None:
+                    return ns, fmt
+        match = _ISO_PATTERN.fullmatch(text)
+        if match is not None:
+            ns = _from_iso(match)
+            if ns is not None:
+                return ns, ISO8601
+        return None
+    if isinstance(value, date | np.datetime64):
+        try:
+            stamp = pd.Timestamp(value)
+            if stamp is pd.NaT:
+                return None
+            if stamp.tzinfo is not None:
+                stamp = stamp.tz_convert("UTC").tz_localize(None)
+            return int(stamp.as_unit("ns").value), "datetime64"
+        except (ValueError, OverflowError):
+            return None
+    return None
+
+
+def datetime_text(stamp: np.datetime64) -> str:
+    """Write a naive timestamp as ``YYYY-MM-DDTHH:MM:SS[.ffffff]`` (to the microsecond)."""
+    text = np.datetime_as_string(np.datetime64(stamp, "ns").astype("datetime64[us]"), unit="us")
+    return text.removesuffix(".000000")
+
+
+def _is_null(value: Any) -> bool:
+    if value is None or value is pd.NaT or value is pd.NA:
+        return True
+    if isinstance(value, str):
+        return value.strip() in NULL_TOKENS
+    if isinstance(value, float | np.floating):
+        return math.isnan(value)
+    return isinstance(value, np.datetime64) and bool(np.isnat(value))
+
+
+def _distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """The distinct values and the codes mapping them back, or ``(values, None)``.
+
+    Short arrays (a request) are converted value by value; long ones once per distinct
+    value. Values that compare equal (``1``, ``1.0``, ``True``) share a code, so this is
+    only for conversions that give them equal results.
+    """
+    if len(values) <= _PER_VALUE_LIMIT:
+        return values, None
+    try:
+        codes, uniques = pd.factorize(values, use_na_sentinel=False)
+    except TypeError:  # an unhashable value (a list in a cell): no shortcut
+        return values, None
+    return np.asarray(uniques, dtype=object), codes
+
+
+# "YYYY-MM-DDTHH:MM:SS" / "YYYY-MM-DD HH:MM:SS": character positions of the digits.
+_PLAIN_DIGITS = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18]
+
+
+def _plain_seconds(values: np.ndarray, ns: np.ndarray, formats: np.ndarray) -> np.ndarray:
+    """Parse the values written exactly ``YYYY-MM-DD[T ]HH:MM:SS[.fffffffff]`` in C.
+
+    The four most common formats of :data:`DATETIME_FORMATS`, read as
+    :func:`parse_datetime_value` reads them (same fields, same range checks, the same
+    format reported) but a whole column at once; everything else is left for the
+    value-by-value parser. Returns the mask of the values parsed here.
+    """
+    done = np.zeros(len(values), dtype=bool)
+    is_text = np.fromiter((type(v) is str for v in values), dtype=bool, count=len(values))
+    lengths = np.zeros(len(values), dtype=np.int64)
+    lengths[is_text] = np.fromiter(map(len, values[is_text]), dtype=np.int64)
+    for length in (19, *range(21, 30)):
+        candidates = np.flatnonzero(lengths == length)
+        if candidates.size:
+            _plain_of_length(values[candidates], length, candidates, ns, formats, done)
+    return done
+
+
+def _plain_of_length(
+    texts: np.ndarray,
+    length: int,
+    where: np.ndarray,
+    ns: np.ndarray,
+    formats: np.ndarray,
+    done: np.ndarray,
+) -> None:
+    chars = np.asarray(texts.astype(f"U{length}")).view(np.uint32).reshape(-1, length)
+    separator = chars[:, 10]
+    ok = (
+        (chars[:, 4] == ord("-"))
+        & (chars[:, 7] == ord("-"))
+        & ((separator == ord("T")) | (separator == ord(" ")))
+        & (chars[:, 13] == ord(":"))
+        & (chars[:, 16] == ord(":"))
+    )
+    fraction = np.zeros(len(texts), dtype=np.int64)
+    if length > 19:
+        ok &= chars[:, 19] == ord(".")
+        tail = chars[:, 20:].astype(np.int64) - ord("0")
+        ok &= ((tail >= 0) & (tail <= 9)).all(axis=1)
+        scale = 10 ** np.arange(8, 8 - tail.shape[1], -1, dtype=np.int64)
+        fraction = (np.clip(tail, 0, 9) * scale).sum(axis=1)
+    digits = chars[:, _PLAIN_DIGITS].astype(np.int64) - ord("0")
+    ok &= ((digits >= 0) & (digits <= 9)).all(axis=1)
+    digits = np.clip(digits, 0, 9)
+    year = digits[:, 0] * 1000 + digits[:, 1] * 100 + digits[:, 2] * 10 + digits[:, 3]
+    month = digits[:, 4] * 10 + digits[:, 5]
+    day = digits[:, 6] * 10 + digits[:, 7]
+    hour = digits[:, 8] * 10 + digits[:, 9]
+    minute = digits[:, 10] * 10 + digits[:, 11]
+    second = digits[:, 12] * 10 + digits[:, 13]
+    # Years inside what datetime64[ns] holds whole; the edges go value by value.
+    ok &= (year >= 1678) & (year <= 2261) & (month >= 1) & (month <= 12)
+    month_start = ((np.clip(year, 1678, 2261) - 1970) * 12 + np.clip(month, 1, 12) - 1).astype(
+        "datetime64[M]"
+    )
+    first_day = month_start.astype("datetime64[D]")
+    days_in_month = ((month_start + 1).astype("datetime64[D]") - first_day).astype(np.int64)
+    ok &= (day >= 1) & (day <= days_in_month) & (hour <= 23) & (minute <= 59) & (second <= 59)
+    days = first_day.astype(np.int64) + day - 1
+    seconds = ((days * 24 + hour) * 60 + minute) * 60 + second
+    parsed = where[ok]
+    ns[parsed] = seconds[ok] * _NS_PER_SECOND + fraction[ok]
+    plain, fractional = (
+        (DATETIME_FORMATS[0], DATETIME_FORMATS[1])
+        if length == 19
+        else (DATETIME_FORMATS[2], DATETIME_FORMATS[3])
+    )
+    formats[parsed] = np.where(separator[ok] == ord("T"), plain, fractional)
+    done[parsed] = True
+
+
+def _datetime_ns(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Parse with :func:`parse_datetime_value`: ``(ns with NaT, formats, not-a-date mask)``."""
+    distinct, codes = _distinct(values)
+    ns = np.full(len(distinct), _NAT_NS, dtype=np.int64)
+    formats = np.full(len(distinct), None, dtype=object)
+    bad = np.zeros(len(distinct), dtype=bool)
+    done = np.zeros(len(distinct), dtype=bool)
+    if len(distinct) > _PER_VALUE_LIMIT:
+        done = _plain_seconds(distinct, ns, formats)
+    for i, value in enumerate(distinct):
+        if done[i] or _is_null(value):
+            continue
+        parsed = parse_datetime_value(value)
+        if parsed is None:
+            bad[i] = True
+        else:
+            ns[i], formats[i] = parsed
+    if codes is not None:
+        ns, formats, bad = ns[codes], formats[codes], bad[codes]
+    return ns.view("datetime64[ns]"), formats, bad
+
+
 def parse_datetimes(values: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """Parse strings written in any of :data:`DATETIME_FORMATS` (or ISO 8601).
+    """Parse a column value by value with :func:`parse_datetime_value`.
+
+    The vectorized form of the one definition of a date: training (cleaning, the
+    feature step, validation) calls this, serving calls the per-value function, and
+    both give the same timestamp for the same value.
 
     Args:
         values: Strings, datetime objects or ``datetime64`` values.
 
     Returns:
         ``(parsed, formats)``: naive ``datetime64[ns]`` values (``NaT`` where missing or
-        unparseable) and, per row, the format that parsed it (``None`` if none did;
+        not a date) and, per row, the format that parsed it (``None`` if none did;
         ``"datetime64"`` for values that were already datetimes).
     """
     index = values.index
@@ -265,34 +696,89 @@ def parse_datetimes(values: pd.Series) -> tuple[pd.Series, pd.Series]:
         parsed = _naive(pd.Series(values, index=index))
         formats = pd.Series(np.where(parsed.notna(), "datetime64", None), index=index, dtype=object)
         return parsed, formats
-    parsed = pd.Series(pd.NaT, index=index, dtype="datetime64[ns]")
-    formats = pd.Series(None, index=index, dtype=object)
-    # datetime (and so pd.Timestamp) is a subclass of date.
-    is_datetime = values.map(lambda v: isinstance(v, date | np.datetime64)).astype(bool)
-    if is_datetime.any():
-        parsed[is_datetime] = _naive(pd.to_datetime(values[is_datetime], utc=True, errors="coerce"))
-        formats[is_datetime] = "datetime64"
-    text = values.where(values.map(lambda v: isinstance(v, str)).astype(bool))
-    text = text.str.strip()
-    todo = text.notna() & ~is_null_like(text)
-    for fmt in (*DATETIME_FORMATS, ISO8601):
-        if not todo.any():
-            break
-        attempt = pd.to_datetime(text[todo], format=fmt, errors="coerce", utc=fmt == ISO8601)
-        attempt = _naive(attempt)
-        ok = attempt.notna()
-        if ok.any():
-            hit = attempt.index[ok]
-            parsed[hit] = attempt[ok]
-            formats[hit] = fmt
-            todo[hit] = False
-    return parsed.astype("datetime64[ns]"), formats.where(formats.notna(), None)
+    ns, formats, _ = _datetime_ns(values.to_numpy(dtype=object))
+    return pd.Series(ns, index=index), pd.Series(formats, index=index, dtype=object)
 
 
 def _naive(values: pd.Series) -> pd.Series:
     if isinstance(values.dtype, pd.DatetimeTZDtype):
         values = values.dt.tz_convert("UTC").dt.tz_localize(None)
     return values.astype("datetime64[ns]")
+
+
+def _number(value: Any, boolean: bool) -> float | None:
+    """What one value of a numeric or boolean column means: a float, NaN, or ``None``.
+
+    Numbers and numeric strings are floats (an integer too large for a float is
+    infinite); in a boolean column ``true``/``false`` in any case are 1.0/0.0;
+    missing values are NaN; anything else is ``None`` (not a number).
+    """
+    if isinstance(value, str):
+        token = value.strip()
+        if token in NULL_TOKENS:
+            return math.nan
+        if boolean:
+            word = token.lower()
+            if word == "true":
+                return 1.0
+            if word == "false":
+                return 0.0
+        if "_" in token:  # float() reads "1_000"; a data file does not mean that
+            return None
+        try:
+            return float(token)
+        except ValueError:
+            return None
+    if isinstance(value, bool | np.bool_ | float | np.floating):
+        return float(value)
+    if isinstance(value, int | np.integer):
+        try:
+            return float(value)
+        except OverflowError:
+            return math.inf if value > 0 else -math.inf
+    if value is None or value is pd.NA or value is pd.NaT:
+        return math.nan
+    return None
+
+
+def coerce_numbers(values: np.ndarray, boolean: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Coerce a numeric or boolean column value by value (see :func:`_number`).
+
+    Args:
+        values: Raw values of one column.
+        boolean: Whether the column is boolean (``true``/``false`` words accepted).
+
+    Returns:
+        ``(numbers, not_a_number)``: ``float64`` values (NaN where missing or not a
+        number, ``±inf`` kept) and the mask of values that are not numbers.
+    """
+    if values.dtype.kind in "biuf":
+        return values.astype(np.float64), np.zeros(len(values), dtype=bool)
+    distinct, codes = _distinct(np.asarray(values, dtype=object))
+    results = [_number(value, boolean) for value in distinct]
+    bad = np.fromiter((r is None for r in results), dtype=bool, count=len(results))
+    numbers = np.fromiter(
+        (math.nan if r is None else r for r in results), dtype=np.float64, count=len(results)
+    )
+    if codes is not None:
+        numbers, bad = numbers[codes], bad[codes]
+    return numbers, bad
+
+
+def category_text(value: Any) -> Any:
+    """What one value of a categorical column means: its text, or NaN when missing."""
+    if _is_null(value):
+        return np.nan
+    value = _plain(value)
+    return value if isinstance(value, str) else str(value)
+
+
+def coerce_categories(values: np.ndarray) -> np.ndarray:
+    """Coerce a categorical column value by value with :func:`category_text`."""
+    out = np.empty(len(values), dtype=object)
+    for i, value in enumerate(values):
+        out[i] = category_text(value)
+    return out
 
 
 def _looks_like_datetimes(values: pd.Series) -> bool:
@@ -386,8 +872,8 @@ def _infer_column(name: str, values: pd.Series, max_categories: int, slack: floa
         return ColumnSpec(name, "numeric", nullable, minimum, high + slack * span)
     if pd.api.types.is_datetime64_any_dtype(values.dtype) or _looks_like_datetimes(values):
         return ColumnSpec(name, "datetime", nullable)
-    present = values.dropna()
-    distinct = sorted({str(v) for v in present.unique()})
+    texts = {category_text(v) for v in values.dropna().unique()}
+    distinct = sorted(t for t in texts if isinstance(t, str))
     allowed = tuple(distinct) if len(distinct) <= max_categories else None
     return ColumnSpec(name, "categorical", nullable, allowed=allowed)
 
@@ -398,173 +884,27 @@ def _describe_rows(positions: Sequence[int], values: np.ndarray) -> str:
     return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
 
 
-def _is_null(value: Any) -> bool:
-    if value is None or value is pd.NaT:
-        return True
-    if isinstance(value, str):
-        return value.strip() in NULL_TOKENS
-    return isinstance(value, float | np.floating) and math.isnan(value)
-
-
-# Serving sends a handful of rows per request; plain loops over the values cost
-# microseconds there, where per-column pandas operations cost milliseconds.
-def _coerce_numeric(spec: ColumnSpec, position: int, values: np.ndarray) -> np.ndarray:
-    if values.dtype.kind in "biuf":
-        numbers = values.astype(np.float64)
-    else:
-        numbers = np.empty(len(values), dtype=np.float64)
-        bad: list[int] = []
-        for i, value in enumerate(values):
-            if _is_null(value):
-                numbers[i] = np.nan
-            elif isinstance(value, str):
-                token = value.strip()
-                if spec.kind == "boolean" and token in _TRUE_TOKENS:
-                    numbers[i] = 1.0
-                elif spec.kind == "boolean" and token in _FALSE_TOKENS:
-                    numbers[i] = 0.0
-                else:
-                    try:
-                        numbers[i] = float(token)
-                    except ValueError:
-                        bad.append(i)
-            elif isinstance(value, int | float | np.number | np.bool_):
-                numbers[i] = float(value)
-            else:
-                bad.append(i)
-        if bad:
-            raise SchemaError(
-                f"column {spec.name!r} (position {position}) expects numbers; not a number at "
-                f"{_describe_rows(bad, values)}"
-            )
-    if spec.kind == "boolean":
-        not_bool = np.flatnonzero(~np.isnan(numbers) & (numbers != 0.0) & (numbers != 1.0))
-        if not_bool.size:
-            raise SchemaError(
-                f"column {spec.name!r} (position {position}) expects booleans (0/1, true/false); "
-                f"got {_describe_rows(not_bool.tolist(), values)}"
-            )
-    infinite = np.flatnonzero(np.isinf(numbers))
-    if infinite.size:
-        raise SchemaError(
-            f"column {spec.name!r} (position {position}) has infinite values at "
-            f"{_describe_rows(infinite.tolist(), values)}"
-        )
-    return numbers
-
-
-def _coerce_categorical(values: np.ndarray) -> np.ndarray:
-    out = np.empty(len(values), dtype=object)
-    for i, value in enumerate(values):
-        if _is_null(value):
-            out[i] = np.nan
-        else:
-            value = _plain(value)
-            out[i] = value if isinstance(value, str) else str(value)
-    return out
-
-
-def _parse_one_datetime(value: Any) -> np.datetime64 | None:
-    if isinstance(value, date | np.datetime64):
-        stamp = pd.Timestamp(value)
-    elif isinstance(value, str):
-        text = value.strip()
-        stamp = None
-        for fmt in DATETIME_FORMATS:
-            try:
-                stamp = pd.Timestamp(datetime.strptime(text, fmt))
-                break
-            except ValueError:
-                continue
-        if stamp is None:
-            try:
-                stamp = pd.Timestamp(datetime.fromisoformat(text))
-            except ValueError:
-                return None
-    else:
-        return None
-    if stamp.tzinfo is not None:
-        stamp = stamp.tz_convert("UTC").tz_localize(None)
-    return stamp.to_datetime64()
-
-
-def _coerce_datetime(spec: ColumnSpec, position: int, values: np.ndarray) -> np.ndarray:
-    if values.dtype.kind == "M":
-        return values.astype("datetime64[ns]")
-    out = np.full(len(values), np.datetime64("NaT"), dtype="datetime64[ns]")
-    bad: list[int] = []
-    for i, value in enumerate(values):
-        if _is_null(value):
-            continue
-        parsed = _parse_one_datetime(value)
-        if parsed is None:
-            bad.append(i)
-        else:
-            out[i] = parsed
-    if bad:
-        raise SchemaError(
-            f"column {spec.name!r} (position {position}) expects dates "
-            f"(e.g. 2026-01-31T12:00:00); cannot parse {_describe_rows(bad, values)}"
-        )
-    return out
-
-
 def coerce_frame(rows: pd.DataFrame, schema: InputSchema) -> pd.DataFrame:
-    """Select the schema's feature columns by name and coerce them to serving dtypes.
+    """Select the schema's feature columns by name, check them and apply the fitted cleaning.
 
-    Columns not in the schema (such as the target) are ignored. Unknown categories are
-    kept as they are. Built for request-sized inputs (it loops over values in Python).
-
-    Args:
-        rows: A frame holding at least the schema's feature columns.
-        schema: The model's input schema.
+    Columns not in the schema (such as the target) are ignored. The checks are the model
+    server's (:class:`closedloop.ml.rowplan.RowPlan`), refusing the whole frame when a
+    row is refused.
 
     Returns:
         A new frame with the feature columns in schema order, on the same index.
 
     Raises:
-        SchemaError: If a column is missing, a value cannot be coerced, a value is
-            infinite, or a non-nullable column has a missing value.
+        SchemaError: If a column is missing or a row is refused (the message names up
+            to three rows and why).
     """
-    missing = [name for name in schema.feature_names if name not in rows.columns]
-    if missing:
-        raise SchemaError(f"missing columns: {missing}; expected {list(schema.feature_names)}")
-    out: dict[str, np.ndarray] = {}
-    for position, spec in enumerate(schema.columns):
-        column = rows[spec.name]
-        if isinstance(column, pd.DataFrame):
-            raise SchemaError(f"column {spec.name!r} appears more than once")
-        values = column.to_numpy()
-        if spec.kind in ("numeric", "boolean"):
-            coerced = _coerce_numeric(spec, position, values)
-        elif spec.kind == "categorical":
-            coerced = _coerce_categorical(values)
-        else:
-            coerced = _coerce_datetime(spec, position, values)
-        if not spec.nullable:
-            null = np.flatnonzero(pd.isna(coerced))
-            if null.size:
-                raise SchemaError(
-                    f"column {spec.name!r} (position {position}) does not accept missing values "
-                    f"(None/NaN); got {_describe_rows(null.tolist(), values)}"
-                )
-        out[spec.name] = coerced
-    return pd.DataFrame(out, index=rows.index)
+    from closedloop.ml.rowplan import RowPlan  # it builds on this module
 
-
-def count_unknown_categories(frame: pd.DataFrame, schema: InputSchema) -> dict[str, int]:
-    """Count, per categorical column with ``allowed``, the values not in ``allowed``."""
-    counts: dict[str, int] = {}
-    for spec in schema.columns:
-        if spec.kind != "categorical" or spec.allowed is None or spec.name not in frame:
-            continue
-        allowed = frozenset(spec.allowed)
-        unknown = sum(
-            1 for v in frame[spec.name].to_numpy() if isinstance(v, str) and v not in allowed
-        )
-        if unknown:
-            counts[spec.name] = unknown
-    return counts
+    checked = RowPlan(schema).check_frame(rows)
+    checked.raise_for_errors()
+    frame = checked.frame
+    frame.index = rows.index
+    return frame
 
 
 def check_frame(
@@ -574,9 +914,13 @@ def check_frame(
 ) -> FrameCheck:
     """Check incoming rows against the schema and coerce them for the served pipeline.
 
+    The model server's own check (:class:`closedloop.ml.rowplan.RowPlan`), refusing the
+    whole input when a row is refused; batch inference uses the plan directly to keep
+    the other rows.
+
     Args:
         rows: A frame (its columns are the names), or a 2-D array / list of rows; a
-            1-D array is read as one row.
+            1-D array or list is read as one row.
         schema: The model's input schema.
         names: Column names sent with an array (Seldon's ``names``); ``None`` or empty
             means positional. Ignored when ``rows`` is a frame.
@@ -586,42 +930,28 @@ def check_frame(
 
     Raises:
         SchemaError: If there are no rows, the width is wrong, names are missing, extra,
-            duplicated or out of order, or :func:`coerce_frame` rejects a value.
+            duplicated or out of order, or a row is refused.
     """
-    expected = list(schema.feature_names)
+    from closedloop.ml.rowplan import RowPlan  # it builds on this module
+
+    plan = RowPlan(schema)
     if isinstance(rows, pd.DataFrame):
-        frame = rows
         given = [str(c) for c in rows.columns]
+        if given != plan.expected:
+            _raise_name_mismatch(given, plan.expected)
+        checked = plan.check_frame(rows)
+    elif isinstance(rows, np.ndarray):
+        checked = plan.check_array(rows, names)
     else:
-        array = np.asarray(rows, dtype=object)
-        if array.ndim == 1 and any(isinstance(v, list | tuple | np.ndarray) for v in array):
-            raise SchemaError("rows have different lengths")
-        if array.ndim == 1 and array.size:
-            array = array.reshape(1, -1)
-        if array.size == 0:
-            raise SchemaError("empty input: no rows to predict")
-        if array.ndim != 2:
-            raise SchemaError(f"expected a 2-D array of rows, got {array.ndim} dimensions")
-        if names:
-            given = [str(n) for n in names]
-            if len(given) != array.shape[1]:
-                raise SchemaError(
-                    f"{len(given)} names given for {array.shape[1]} columns; names: {given}"
-                )
-        else:
-            if array.shape[1] != len(expected):
-                raise SchemaError(
-                    f"wrong width: expected {len(expected)} columns {expected}, "
-                    f"got {array.shape[1]}"
-                )
-            given = expected
-        frame = pd.DataFrame(array, columns=given)
-    if len(frame) == 0:
-        raise SchemaError("empty input: no rows to predict")
-    if given != expected:
-        _raise_name_mismatch(given, expected)
-    coerced = coerce_frame(frame, schema)
-    return FrameCheck(frame=coerced, unknown_categories=count_unknown_categories(coerced, schema))
+        listed = list(rows)
+        if listed and not isinstance(listed[0], list | tuple | np.ndarray):
+            listed = [listed]
+        checked = plan.check_rows(listed, names)
+    checked.raise_for_errors()
+    frame = checked.frame
+    if isinstance(rows, pd.DataFrame):
+        frame.index = rows.index
+    return FrameCheck(frame=frame, unknown_categories=dict(checked.unknown_categories))
 
 
 def _raise_name_mismatch(given: list[str], expected: list[str]) -> None:

@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 from closedloop.data import DEFAULT_TARGET, generate_transactions
-from closedloop.ml.clean import CleanOptions, clean_dataset
+from closedloop.ml.clean import CleanOptions, apply_cleaning, clean_dataset, fitted_schema
+from closedloop.ml.schema import ColumnSpec, InputSchema, check_frame, datetime_text
 from closedloop.ml.validate import outlier_bounds, validate_dataset
 
 
@@ -92,3 +93,65 @@ def test_bad_numbers_become_missing_then_imputed(schema, train_frame):
     assert record.count("impute", "hour") == 2
     assert cleaned["hour"].iloc[0] == df["hour"].iloc[2:].astype(float).median()
     assert validate_dataset(cleaned, schema).passed
+
+
+def test_fills_are_fitted_for_every_column_even_without_missing_values(schema, train_frame):
+    assert train_frame.isna().sum().sum() == 0
+    cleaned, record = clean_dataset(train_frame, schema)
+    assert record.count("impute") == 0  # nothing was missing: the report says so
+    fitted = fitted_schema(schema, record)
+    assert {c.name for c in fitted.columns if c.fill is None} == set()
+    assert fitted.column("amount").fill == cleaned["amount"].median()
+    assert fitted.column("channel").fill == cleaned["channel"].mode().iloc[0]
+    assert fitted.column("card_present").fill in (0.0, 1.0)
+    assert fitted.column("transaction_time").fill == datetime_text(
+        cleaned["transaction_time"].median().to_datetime64()
+    )
+    step = next(s for s in record.steps if s.action == "clip_outliers" and s.column == "amount")
+    assert fitted.column("amount").clip == (*step.detail["fences"], *step.detail["clipped_to"])
+    # Everything else is the schema it was cleaned with; a refit replaces the old fit.
+    assert fitted.with_cleaning({}, {}) == schema
+    assert fitted_schema(fitted, record) == fitted
+    # So a model trained on data without gaps serves a schema that accepts them.
+    row = train_frame.head(1)[list(schema.feature_names)].astype(object)
+    row.iloc[0, :] = None
+    served = check_frame(row, fitted).frame
+    assert served.notna().all().all()
+
+
+def test_the_fitted_cleaning_applied_to_the_training_rows_gives_the_cleaned_rows(schema):
+    dirty = generate_transactions(2000, seed=5, dirty=1.0)
+    labelled = dirty[dirty[DEFAULT_TARGET].notna()]
+    cleaned, record = clean_dataset(labelled, schema, CleanOptions(drop_duplicates=False))
+    fitted = fitted_schema(schema, record)
+    again = apply_cleaning(labelled, fitted).reset_index(drop=True)
+    features = list(schema.feature_names)
+    pd.testing.assert_frame_equal(again[features], cleaned[features])
+    assert fitted.column("amount").clip is not None and fitted.column("country").fill is not None
+
+
+def test_mean_fill_and_missing_token_are_what_serving_gets(schema, dirty):
+    options = CleanOptions(impute_numeric="mean", impute_categorical="missing", missing_token="UNK")
+    cleaned, record = clean_dataset(dirty, schema, options)
+    fitted = fitted_schema(schema, record)
+    assert fitted.column("country").fill == "UNK"
+    assert fitted.column("channel").fill == "UNK"  # a fill even where nothing was missing
+    amount = fitted.column("amount")
+    # The mean was taken before clipping, as the fill is applied before the clip.
+    assert amount.fill == record.fills["amount"]
+    row = [[None if c == "amount" else cleaned[c].iloc[0] for c in schema.feature_names]]
+    served = check_frame(row, fitted).frame["amount"].iloc[0]
+    low, high, low_to, high_to = amount.clip
+    expected = high_to if amount.fill > high else low_to if amount.fill < low else amount.fill
+    assert served == expected
+
+
+def test_a_boolean_column_without_values_gets_a_numeric_fill():
+    schema = InputSchema(
+        (ColumnSpec("b", "boolean", nullable=True), ColumnSpec("x", "numeric")),
+        target="y",
+        task="regression",
+    )
+    frame = pd.DataFrame({"b": [None] * 5, "x": [1.0, 2, 3, 4, 5], "y": [1.0, 2, 3, 4, 5]})
+    cleaned, record = clean_dataset(frame, schema)
+    assert record.fills["b"] == 0.0 and cleaned["b"].tolist() == [0.0] * 5

@@ -6,6 +6,7 @@ import sys
 SERVER_MODULES = (
     "closedloop.ml",
     "closedloop.ml.schema",
+    "closedloop.ml.cleaning_rules",
     "closedloop.ml.features",
     "closedloop.ml.train",
     "closedloop.ml.explain",

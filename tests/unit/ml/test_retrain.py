@@ -10,6 +10,7 @@ import pytest
 from sklearn.pipeline import Pipeline
 
 from closedloop.data import DEFAULT_TARGET, generate_transactions
+from closedloop.ml.clean import clean_dataset, fitted_schema
 from closedloop.ml.gate import GatePolicy
 from closedloop.ml.retrain import (
     RECEIVED_AT,
@@ -192,6 +193,22 @@ def test_retrain_recovers_from_a_new_concept(
     assert np.array_equal(outcome.y_holdout, new_concept[DEFAULT_TARGET].to_numpy()[-600:])
     assert outcome.challenger_scores.shape == outcome.champion_scores.shape == (600,)
     assert outcome.config == recipe.config
+    # The challenger's schema carries the cleaning fitted on its rows, as the pipeline's.
+    assert outcome.schema == fitted_schema(schema, outcome.cleaning)
+    assert all(spec.fill is not None for spec in outcome.schema.columns)
+
+
+def test_a_champion_with_a_fitted_cleaning_is_scored_as_it_serves(
+    reference: pd.DataFrame, schema: InputSchema, champion: Pipeline, old_concept: pd.DataFrame
+) -> None:
+    _, record = clean_dataset(reference, schema)
+    fitted = fitted_schema(schema, record)
+    gappy = old_concept.copy()
+    gappy.loc[gappy.index[:300], "amount"] = np.nan
+    gappy.loc[gappy.index[300:310], "amount"] = 1e9
+    _, decision = choose_reference_rows(reference, gappy, fitted, champion, max_reference_rows=5000)
+    assert decision.recent_rows == 3000 and decision.champion_loss_recent is not None
+    assert not decision.concept_changed, decision.reason
 
 
 def test_retrain_on_the_old_concept_keeps_the_reference(

@@ -1,4 +1,5 @@
 import json
+from datetime import date, datetime, timedelta, timezone
 
 import numpy as np
 import pandas as pd
@@ -6,12 +7,14 @@ import pytest
 
 from closedloop.data import DEFAULT_TARGET, generate_transactions
 from closedloop.ml.schema import (
+    ISO8601,
     ColumnSpec,
     InputSchema,
     SchemaError,
     check_frame,
     coerce_frame,
     infer_schema,
+    parse_datetime_value,
     parse_datetimes,
 )
 
@@ -155,19 +158,23 @@ def _replace(position, value):
     ("rows", "names", "expected"),
     [
         ([VALID_ROW[:7]], None, r"wrong width: expected 8 columns"),
-        (_replace(0, "abc"), None, r"column 'amount' \(position 0\).*numbers.*row 1 \('abc'\)"),
-        (_replace(3, "3 pm"), None, r"column 'hour' \(position 3\).*row 1"),
-        (_replace(0, None), None, r"column 'amount'.*missing values.*row 1"),
-        (_replace(5, float("nan")), None, r"column 'account_age_days'.*missing values.*row 1"),
-        (_replace(2, None), None, r"column 'merchant_category'.*missing values.*row 1"),
-        (_replace(0, float("inf")), None, r"column 'amount'.*infinite.*row 1"),
-        (_replace(0, "-Infinity"), None, r"column 'amount'.*infinite.*row 1"),
+        (
+            _replace(0, "abc"),
+            None,
+            r"row 1: column 'amount' \(position 0\) expects numbers; got 'abc'",
+        ),
+        (_replace(3, "3 pm"), None, r"row 1: column 'hour' \(position 3\)"),
+        (_replace(0, None), None, r"row 1: column 'amount'.*missing values"),
+        (_replace(5, float("nan")), None, r"row 1: column 'account_age_days'.*missing values"),
+        (_replace(2, None), None, r"row 1: column 'merchant_category'.*missing values"),
+        (_replace(0, float("inf")), None, r"row 1: column 'amount'.*infinite"),
+        (_replace(0, "-Infinity"), None, r"row 1: column 'amount'.*infinite"),
         (
             _replace(7, "yesterday"),
             None,
-            r"column 'transaction_time'.*dates.*row 1 \('yesterday'\)",
+            r"row 1: column 'transaction_time'.*dates.*got 'yesterday'",
         ),
-        (_replace(7, 1767225600), None, r"column 'transaction_time'.*dates.*row 1"),
+        (_replace(7, 1767225600), None, r"row 1: column 'transaction_time'.*dates"),
         ([], None, r"empty input"),
         (np.empty((0, 8)), None, r"empty input"),
         ([[VALID_ROW]], None, r"2-D"),
@@ -210,7 +217,7 @@ def test_nullable_and_boolean_columns():
     assert frame["x"].isna().tolist() == [True, True, False]
     assert frame["b"].tolist() == [1.0, 0.0, 0.0]
     assert frame["c"].isna().tolist() == [True, False, True]
-    with pytest.raises(SchemaError, match=r"column 'b'.*booleans.*row 0"):
+    with pytest.raises(SchemaError, match=r"row 0: column 'b'.*booleans"):
         check_frame([[1, 2, "a"]], schema)
 
 
@@ -220,3 +227,218 @@ def test_coerce_frame_selects_features_and_ignores_extra_columns(schema, holdout
     assert frame.index.equals(holdout_frame.head(20).index)
     with pytest.raises(SchemaError, match=r"missing columns: \['amount'\]"):
         coerce_frame(holdout_frame.drop(columns=["amount"]), schema)
+
+
+# -- one datetime parser for training and serving -------------------------------------
+DATES = InputSchema((ColumnSpec("t", "datetime", nullable=True),), target="y", task="regression")
+
+
+def _trained_and_served(values: list) -> tuple[list, list]:
+    """The same values parsed as training does (a column) and as serving does (rows)."""
+    # Enough copies that the column goes the way of long columns too (distinct values).
+    long = pd.Series(values * 40, dtype=object)
+    trained = parse_datetimes(long)[0].iloc[: len(values)].tolist()
+    served = check_frame([[v] for v in values], DATES).frame["t"].tolist()
+    return trained, served
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        # ISO week date: 2026-W05-6 is Saturday 31 January 2026 (training once refused it).
+        (["2026-W05-6", "2026W056", "2026-W05"], ["2026-01-31", "2026-01-31", "2026-01-26"]),
+        # Nanoseconds are kept, with or without an offset (serving once cut them to µs).
+        (
+            ["2026-01-31T12:00:00.123456789", "2026-01-31T12:00:00.123456789+02:00"],
+            ["2026-01-31T12:00:00.123456789", "2026-01-31T10:00:00.123456789"],
+        ),
+        # A column mixing offsets: each value on its own (training once read the naive
+        # value in its neighbour's offset: 10:00).
+        (
+            ["2026-01-31T12:00:00+02:00", "2026-01-31T12", "2026-01-31T12:00:00Z"],
+            ["2026-01-31T10:00:00", "2026-01-31T12:00:00", "2026-01-31T12:00:00"],
+        ),
+    ],
+    ids=["iso-week-date", "nanoseconds", "mixed-offsets"],
+)
+def test_training_and_serving_read_a_date_the_same(values, expected):
+    trained, served = _trained_and_served(values)
+    assert trained == served == [pd.Timestamp(e) for e in expected]
+
+
+def test_one_definition_of_a_date():
+    for text, expected in [
+        ("2026-01-31T12:00:00", "2026-01-31 12:00:00"),
+        (" 31/01/2026 12:00 ", "2026-01-31 12:00:00"),
+        ("jan 31 2026 12:00:00", "2026-01-31 12:00:00"),
+        ("2026-1-5", "2026-01-05"),
+        ("20260131T120000-0130", "2026-01-31 13:30:00"),
+        ("2026-01-31 12:00:00.5", "2026-01-31 12:00:00.5"),
+        ("2026-01-31T12:00:00,25Z", "2026-01-31 12:00:00.25"),
+    ]:
+        ns, _ = parse_datetime_value(text)
+        assert pd.Timestamp(ns) == pd.Timestamp(expected), text
+    for text in [
+        "2026-01",
+        "2026",
+        "2026-02-30",
+        "2026-01-31T24:00:00",
+        "2026-W54-1",
+        "3000-01-01",
+        "2026-01-31T12:00:00+25:00",
+        "soon",
+        "1767225600",
+    ]:
+        assert parse_datetime_value(text) is None, text
+    aware = datetime(2026, 1, 31, 12, tzinfo=timezone(timedelta(hours=2)))
+    assert parse_datetime_value(aware) == (pd.Timestamp("2026-01-31 10:00").value, "datetime64")
+    assert parse_datetime_value(date(2026, 1, 31))[0] == pd.Timestamp("2026-01-31").value
+    assert (
+        parse_datetime_value(np.datetime64("2026-01-31T12", "h"))[0]
+        == pd.Timestamp("2026-01-31 12:00").value
+    )
+    assert parse_datetime_value(1767225600) is None
+
+
+def test_vectorized_parse_reports_formats_and_unparseable_values():
+    values = pd.Series(["2026-01-31", "2026-01-31T12", None, "null", "soon", pd.Timestamp(0)] * 20)
+    parsed, formats = parse_datetimes(values)
+    assert formats.iloc[:6].tolist() == ["%Y-%m-%d", ISO8601, None, None, None, "datetime64"]
+    assert parsed.iloc[2:5].isna().all()
+    assert parsed.iloc[5] == pd.Timestamp(0)
+
+
+# -- the fitted cleaning in the schema ------------------------------------------------
+FITTED = InputSchema(
+    columns=(
+        ColumnSpec(
+            "x", "numeric", minimum=0.0, maximum=100.0, fill=5.0, clip=(0.0, 50.0, 1.0, 40.0)
+        ),
+        ColumnSpec("b", "boolean", fill=True),
+        ColumnSpec("c", "categorical", allowed=("a", "z"), fill="a"),
+        ColumnSpec("t", "datetime", fill="2026-01-31T12:00:00.123456"),
+    ),
+    target="y",
+    task="regression",
+)
+OLD_SCHEMA_JSON = """{
+  "version": 1,
+  "columns": [
+    {"name": "x", "kind": "numeric", "nullable": false, "minimum": 0.0, "maximum": 100.0,
+     "allowed": null},
+    {"name": "c", "kind": "categorical", "nullable": true, "minimum": null, "maximum": null,
+     "allowed": ["a", "z"]}
+  ],
+  "target": "y",
+  "task": "regression",
+  "classes": null
+}"""
+
+
+def test_fitted_schema_round_trips_through_json():
+    text = FITTED.to_json()
+    data = json.loads(text)
+    assert data["columns"][0]["fill"] == 5.0 and data["columns"][0]["clip"] == [
+        0.0,
+        50.0,
+        1.0,
+        40.0,
+    ]
+    assert data["columns"][1]["fill"] == 1.0
+    assert data["columns"][3]["fill"] == "2026-01-31T12:00:00.123456"
+    restored = InputSchema.from_json(text)
+    assert restored == FITTED
+    assert restored.column("x").clip == (0.0, 50.0, 1.0, 40.0)
+    assert restored.has_cleaning and restored.column("x").accepts_missing
+
+
+def test_an_old_schema_without_fitted_cleaning_still_loads_and_behaves_as_before():
+    old = InputSchema.from_json(OLD_SCHEMA_JSON)
+    assert all(c.fill is None and c.clip is None for c in old.columns)
+    assert not old.has_cleaning
+    assert "fill" not in old.to_json() and "clip" not in old.to_json()
+    with pytest.raises(SchemaError, match=r"column 'x'.*missing values"):
+        check_frame([[None, "a"]], old)
+    with pytest.raises(SchemaError, match=r"column 'x'.*infinite"):
+        check_frame([[float("inf"), "a"]], old)
+    frame = check_frame([[50.0, None]], old).frame  # no fill: a nullable column keeps NaN
+    assert frame["x"].iloc[0] == 50.0 and pd.isna(frame["c"].iloc[0])
+    # No fences either; the schema's range still bounds what reaches the model.
+    assert check_frame([[500.0, "a"]], old).frame["x"].iloc[0] == 100.0
+
+
+def test_serving_applies_the_fitted_cleaning():
+    rows = [
+        [None, None, None, None],
+        ["inf", "null", "NaN", ""],
+        [-1e300, "false", "zz", "2026-02-01"],
+        [10**400, 1, "z", "2026-02-01T00:00:00+01:00"],
+        [70, True, "a", np.datetime64("2026-01-01")],
+        [25.5, "TRUE", " a ", pd.Timestamp("2026-01-01 01:00")],
+    ]
+    frame = check_frame(rows, FITTED).frame
+    assert frame["x"].tolist() == [5.0, 5.0, 1.0, 5.0, 40.0, 25.5]
+    assert frame["b"].tolist() == [1.0, 1.0, 0.0, 1.0, 1.0, 1.0]
+    assert frame["c"].tolist() == ["a", "a", "zz", "z", "a", " a "]
+    fill = pd.Timestamp("2026-01-31T12:00:00.123456")
+    assert frame["t"].tolist()[:2] == [fill, fill]
+    assert frame["t"].iloc[3] == pd.Timestamp("2026-01-31T23:00:00")
+    # What cannot be read is still refused: a word, a boolean other than 0/1, not a date.
+    for bad, message in [
+        (["many", 1, "a", None], "column 'x'.*numbers"),
+        ([1, 2, "a", None], "column 'b'.*booleans"),
+        ([1, 1, "a", "tomorrow"], "column 't'.*dates"),
+    ]:
+        with pytest.raises(SchemaError, match=message):
+            check_frame([bad], FITTED)
+
+
+def test_with_cleaning_replaces_the_fitted_cleaning():
+    cleared = FITTED.with_cleaning({}, {})
+    assert not cleared.has_cleaning
+    assert cleared.with_cleaning({"x": 2}, {"x": (0, 1, 0, 1)}).column("x").fill == 2.0
+    with pytest.raises(KeyError, match="nope"):
+        FITTED.with_cleaning({"nope": 1.0}, {})
+    with pytest.raises(ValueError, match="only numeric"):
+        ColumnSpec("c", "categorical", clip=(0.0, 1.0, 0.0, 1.0))
+    with pytest.raises(ValueError, match="not finite"):
+        ColumnSpec("x", "numeric", fill=float("nan"))
+    with pytest.raises(ValueError, match="not ordered"):
+        ColumnSpec("x", "numeric", clip=(2.0, 1.0, 0.0, 1.0))
+    with pytest.raises(ValueError, match="not a date"):
+        ColumnSpec("t", "datetime", fill="someday")
+
+
+def test_json_integers_beyond_the_float_range_are_infinite_not_a_crash(schema):
+    row = list(VALID_ROW)
+    row[0] = 10**400
+    with pytest.raises(SchemaError, match=r"column 'amount'.*infinite"):
+        check_frame([row], schema)
+
+
+def test_long_date_columns_parse_exactly_as_value_by_value():
+    from closedloop.ml.schema import _datetime_ns, parse_datetime_value
+
+    rng = np.random.default_rng(7)
+    values = []
+    for _ in range(3000):
+        year = int(rng.choice([1677, 1678, 1999, 2024, 2026, 2261, 2262]))
+        month, day = int(rng.integers(0, 14)), int(rng.integers(0, 33))
+        hour, minute, second = (
+            int(rng.integers(0, 26)),
+            int(rng.integers(0, 61)),
+            int(rng.integers(0, 61)),
+        )
+        sep = str(rng.choice(["T", " ", "t", "x"]))
+        text = f"{year:04d}-{month:02d}-{day:02d}{sep}{hour:02d}:{minute:02d}:{second:02d}"
+        fraction = str(rng.choice(["", "", ".", ".5", ".123", ".000000001", ".1234567890", ".12a"]))
+        values.append(text + fraction)
+    values += ["2024-02-29T12:00:00", "2026-02-29T12:00:00", " 2026-01-01T00:00:00", None, "abc"]
+    array = np.asarray(values, dtype=object)
+    stamps, formats, bad = _datetime_ns(array)
+    for value, stamp, fmt, refused in zip(values, stamps, formats, bad, strict=True):
+        parsed = None if value is None else parse_datetime_value(value)
+        if parsed is None:
+            assert np.isnat(stamp) and (refused or value is None), value
+        else:
+            assert (int(stamp.astype(np.int64)), fmt) == parsed, value

@@ -17,7 +17,7 @@ from closedloop.components.data_processing.clean_data.component import clean_dat
 from kfp import dsl
 
 from closedloop.data import generate_transactions
-from closedloop.ml.schema import infer_schema
+from closedloop.ml.schema import InputSchema, infer_schema
 
 pytestmark = pytest.mark.slow
 
@@ -25,6 +25,7 @@ pytestmark = pytest.mark.slow
 class Cleaned(NamedTuple):
     cleaned: dsl.Dataset
     record: dsl.Markdown
+    fitted_schema: dsl.Artifact
 
 
 @dsl.pipeline(name="clean-data-local")
@@ -32,7 +33,7 @@ def clean(uri: str, schema_uri: str) -> Cleaned:
     raw = import_dataset(uri, source="s3://landing/dirty.csv", sha256="ef" * 32)
     schema = import_artifact(schema_uri)
     task = clean_data(dataset=raw.output, schema=schema.output)
-    return Cleaned(task.outputs["cleaned"], task.outputs["record"])
+    return Cleaned(task.outputs["cleaned"], task.outputs["record"], task.outputs["fitted_schema"])
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +69,10 @@ def test_the_record_lists_each_action(outputs: dict) -> None:
     record = Path(outputs["record"].path).read_text()
     for action in ("drop_duplicates", "drop_missing_target", "impute", "clip_outliers"):
         assert f"| {action} |" in record
+
+
+def test_the_fitted_schema_is_written(outputs: dict) -> None:
+    fitted = InputSchema.from_json(Path(outputs["fitted_schema"].path).read_text())
+    assert fitted.target == TARGET
+    assert all(spec.fill is not None for spec in fitted.columns)
+    assert fitted.column("amount").clip is not None

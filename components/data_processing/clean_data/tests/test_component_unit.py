@@ -17,7 +17,7 @@ from closedloop.components.data_processing.clean_data.component import clean_dat
 from kfp import dsl
 
 from closedloop.data import generate_transactions
-from closedloop.ml.schema import InputSchema, infer_schema
+from closedloop.ml.schema import InputSchema, check_frame, infer_schema
 from closedloop.ml.validate import QualityThresholds, validate_dataset
 
 
@@ -34,16 +34,29 @@ def dirty() -> pd.DataFrame:
 def run(
     frame: pd.DataFrame, schema: InputSchema, tmp_path: Path, **options: object
 ) -> tuple[dsl.Dataset, dsl.Markdown]:
+    cleaned, record, _ = run_all(frame, schema, tmp_path, **options)
+    return cleaned, record
+
+
+def run_all(
+    frame: pd.DataFrame, schema: InputSchema, tmp_path: Path, **options: object
+) -> tuple[dsl.Dataset, dsl.Markdown, dsl.Artifact]:
     dataset = dataset_in(
         tmp_path / "in" / "raw.parquet", frame, source="s3://b/raw.csv", sha256="ab" * 32
     )
     schema_art = artifact_in(dsl.Artifact, schema_file(schema, tmp_path / "in" / "schema.json"))
     cleaned = artifact_out(dsl.Dataset, tmp_path / "out", "cleaned")
     record = artifact_out(dsl.Markdown, tmp_path / "out", "record")
+    fitted = artifact_out(dsl.Artifact, tmp_path / "out", "fitted_schema")
     clean_data.python_func(
-        dataset=dataset, schema=schema_art, cleaned=cleaned, record=record, **options
+        dataset=dataset,
+        schema=schema_art,
+        cleaned=cleaned,
+        record=record,
+        fitted_schema=fitted,
+        **options,
     )
-    return cleaned, record
+    return cleaned, record, fitted
 
 
 def test_dirty_rows_come_out_clean(
@@ -81,9 +94,12 @@ def test_dirty_rows_come_out_clean(
 def test_options_change_what_is_done(
     dirty: pd.DataFrame, schema: InputSchema, tmp_path: Path
 ) -> None:
+    # As in the pipeline, the schema's ranges come from the raw rows themselves: the
+    # fitted rule bounds values by them, which keeps every raw value here.
+    wide = infer_schema(dirty, TARGET)
     kept, _ = run(
         dirty,
-        schema,
+        wide,
         tmp_path,
         drop_duplicates=False,
         clip_outliers=False,
@@ -105,3 +121,27 @@ def test_clean_rows_pass_through_unchanged(schema: InputSchema, tmp_path: Path) 
     frame = pd.read_parquet(cleaned.path)
     pd.testing.assert_frame_equal(frame, clean, check_dtype=False)
     assert cleaned.metadata["cleaning"]["n_rows_out"] == 300
+
+
+def test_the_fitted_schema_carries_a_fill_for_every_column_even_without_missing_values(
+    schema: InputSchema, tmp_path: Path
+) -> None:
+    clean = generate_transactions(300, seed=10)
+    assert clean.isna().sum().sum() == 0
+    cleaned, _, fitted_art = run_all(clean, schema, tmp_path)
+    fitted = InputSchema.from_json(Path(fitted_art.path).read_text())
+    assert fitted_art.metadata["target"] == TARGET
+    # Everything but the fitted cleaning is the given schema.
+    assert fitted.with_cleaning({}, {}) == schema
+    assert all(spec.fill is not None for spec in fitted.columns)
+    frame = pd.read_parquet(cleaned.path)
+    assert fitted.column("amount").fill == frame["amount"].median()
+    assert fitted.column("channel").fill == frame["channel"].mode().iloc[0]
+    assert isinstance(fitted.column("transaction_time").fill, str)
+    low_fence, high_fence, low_to, high_to = fitted.column("amount").clip
+    assert low_fence <= low_to <= high_to <= high_fence
+    assert frame["amount"].max() <= high_fence
+    # A missing value is now accepted by serving and gets the training fill.
+    row = [[None if c == "amount" else frame[c].iloc[0] for c in fitted.feature_names]]
+    served = check_frame(row, fitted).frame
+    assert served["amount"].iloc[0] == fitted.column("amount").fill
