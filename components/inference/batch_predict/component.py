@@ -22,7 +22,9 @@ def batch_predict(
         registry_uri: The model registry.
         model_name: Registered model name.
         version: The version id (resolved by ``validate_batch``).
-        predictions: The input rows plus ``score``, ``prediction`` and ``model_version``.
+        predictions: The input rows plus ``score``, ``prediction``, ``model_version`` and
+            ``refused`` (why a row was not scored, "" when it was): rows the model server
+            would refuse are refused here too, row by row, and the rest are scored.
         output_uri: Also publish the predictions under this prefix (``s3://`` or local), as
             ``<output_uri>/model=<name>/version=<v>/predictions-<time>.parquet``; empty to skip.
 
@@ -33,37 +35,32 @@ def batch_predict(
     import time
     from pathlib import Path
 
-    import joblib
-    import numpy as np
     from closedloop.components._runtime import read_frame, write_frame
 
-    from closedloop.ml.schema import InputSchema, check_frame
-    from closedloop.ml.train import predict_scores
+    from closedloop.ml.batch import REFUSED_COLUMN, predictions_frame, score_batch
     from closedloop.registry import Registry
-    from closedloop.registry.layout import MODEL_FILE, SCHEMA_FILE
+    from closedloop.serving.loading import fetch_version
     from closedloop.storage import Store, join_uri
 
     store = Store()
     frame = read_frame(dataset.path)
     with tempfile.TemporaryDirectory() as tmp:
-        local = Registry(store, registry_uri).fetch(model_name, version, tmp)
-        schema = InputSchema.from_json((local.path / SCHEMA_FILE).read_text())
-        pipeline = joblib.load(local.path / MODEL_FILE)
-    checked = check_frame(frame[list(schema.feature_names)], schema).frame
-    scores = predict_scores(pipeline, checked, schema)
-    out = frame.copy()
-    if schema.task == "classification" and scores.ndim == 1:
-        out["score"] = scores
-        classes = list(schema.classes or (0, 1))
-        out["prediction"] = [classes[int(s >= 0.5)] for s in scores]
-    elif schema.task == "classification":
-        out["prediction"] = [list(schema.classes or ())[i] for i in np.argmax(scores, axis=1)]
-        out["score"] = scores.max(axis=1)
-    else:
-        out["prediction"] = scores
-    out["model_version"] = local.version
+        local = fetch_version(Registry(store, registry_uri), model_name, version, tmp)
+    schema, pipeline = local.schema, local.pipeline
+    # The server's own row check: a row it would refuse is kept out, with its reason.
+    scored = score_batch(frame, pipeline, schema)
+    out = predictions_frame(frame, scored, schema, local.version)
+    for error in scored.refused[:20]:
+        print(f"not scored: {error.describe()}")
+    if len(scored.refused) > 20:
+        print(
+            f"not scored: ... and {len(scored.refused) - 20} more rows (column {REFUSED_COLUMN!r})"
+        )
     write_frame(out, predictions)
     predictions.metadata["model_version"] = local.version
+    predictions.metadata["rows"] = len(out)
+    predictions.metadata["scored_rows"] = len(scored.positions)
+    predictions.metadata["refused_rows"] = len(scored.refused)
     if not output_uri:
         return ""
     target = join_uri(
@@ -73,5 +70,8 @@ def batch_predict(
         f"predictions-{time.strftime('%Y%m%dT%H%M%S')}.parquet",
     )
     store.publish(target, path=str(Path(predictions.path)))
-    print(f"published {len(out)} predictions of {model_name} {local.version} to {target}")
+    print(
+        f"published {len(scored.positions)} predictions ({len(scored.refused)} rows refused) "
+        f"of {model_name} {local.version} to {target}"
+    )
     return target

@@ -56,7 +56,9 @@ def test_scores_every_row_with_the_version(
     published, predictions = run(registry, batch, tmp_path)
     assert published == ""
     out = pd.read_parquet(predictions.path)
-    assert list(out.columns) == [*batch.columns, "score", "prediction", "model_version"]
+    assert list(out.columns) == [*batch.columns, "score", "prediction", "model_version", "refused"]
+    assert (out["refused"] == "").all()
+    assert predictions.metadata["scored_rows"] == 120 and predictions.metadata["refused_rows"] == 0
     pd.testing.assert_frame_equal(out[list(batch.columns)], batch)
     expected = predict_scores(joblib.load(prepared.model), batch, prepared.input_schema())
     np.testing.assert_allclose(out["score"].to_numpy(), expected, rtol=1e-6)
@@ -82,3 +84,26 @@ def test_a_tampered_model_is_refused(
     with pytest.raises(IntegrityError, match=r"model\.joblib has sha256"):
         run(registry, batch, tmp_path)
     assert not (tmp_path / "predictions").exists()
+
+
+def test_one_bad_row_never_fails_the_batch(
+    registry: Registry, batch: pd.DataFrame, prepared: Prepared, tmp_path: Path
+) -> None:
+    bad = batch.copy()
+    bad["amount"] = bad["amount"].astype(str)  # a text column, as a CSV export leaves it
+    bad.loc[[5, 17], "amount"] = "n/a"
+    _, predictions = run(registry, bad, tmp_path)
+    out = pd.read_parquet(predictions.path)
+    assert len(out) == 120
+    refused = out[out["refused"] != ""]
+    assert refused.index.tolist() == [5, 17]
+    assert (
+        refused["refused"]
+        .str.contains("column 'amount' (position 0) expects numbers", regex=False)
+        .all()
+    )
+    assert refused["score"].isna().all() and refused["prediction"].isna().all()
+    good = batch.drop(index=[5, 17])
+    expected = predict_scores(joblib.load(prepared.model), good, prepared.input_schema())
+    np.testing.assert_allclose(out.drop(index=[5, 17])["score"].to_numpy(), expected, rtol=1e-6)
+    assert predictions.metadata["refused_rows"] == 2

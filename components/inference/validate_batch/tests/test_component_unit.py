@@ -50,7 +50,8 @@ def test_a_fitting_batch_resolves_the_champion(registry: Registry, tmp_path: Pat
     assert metrics.metadata["rows"] == 150.0
     assert metrics.metadata["max_missing_rate"] == 0.0
     html = report.read_text()
-    assert "fraud v1" in html and "150 rows from s3://in/batch.parquet fit the schema" in html
+    assert "fraud v1" in html and "150 rows from s3://in/batch.parquet; 150 will be scored" in html
+    assert metrics.metadata["refused_rows"] == 0.0
 
 
 def test_an_explicit_version_is_kept(registry: Registry, tmp_path: Path) -> None:
@@ -66,14 +67,21 @@ def test_unknown_categories_are_counted(registry: Registry, tmp_path: Path) -> N
     assert metrics.metadata["unknown_categories_country"] == 7.0
 
 
-def test_a_wrong_typed_column_fails_naming_it(registry: Registry, tmp_path: Path) -> None:
+def test_rows_the_server_would_refuse_are_reported_not_fatal(
+    registry: Registry, tmp_path: Path
+) -> None:
     batch = generate_transactions(100, seed=53).drop(columns=[TARGET])
     batch["amount"] = batch["amount"].astype(str)
-    batch.loc[batch.index[:5], "amount"] = "lots"
-    with pytest.raises(
-        ValueError, match=r"batch s3://in/batch\.parquet does not fit fraud v1.*amount"
-    ):
-        run(registry, batch, tmp_path)
+    batch.loc[batch.index[[3, 40, 41, 77, 90]], "amount"] = "lots"
+    result, metrics, report = run(registry, batch, tmp_path)
+    assert result.rows == 100
+    assert metrics.metadata["refused_rows"] == 5.0
+    assert metrics.metadata["refused_not_a_number"] == 5.0
+    html = report.read_text()
+    assert "5 rows will not be scored" in html and "95 will be scored" in html
+    assert (
+        "<tr><td>40</td><td>amount</td><td>not_a_number</td><td>&#x27;lots&#x27;</td></tr>" in html
+    )
 
 
 def test_a_missing_column_fails_naming_it(registry: Registry, tmp_path: Path) -> None:
