@@ -84,7 +84,8 @@ def test_serving_image_runs_the_wrapper_with_the_model_class(k8s: SimpleNamespac
     text = _dockerfile(k8s, "serving").read_text()
     assert "requirements/serving.lock" in text and "'serving'" in text
     assert "MODEL_NAME=closedloop.serving.model.ClosedLoopModel" in text
-    assert "seldon-core-microservice" in text and "--service-type" in text
+    # Seldon's wrapper, started through closedloop's launcher (metrics, bind address).
+    assert "python -m closedloop.serving.microservice" in text and "--service-type" in text
     assert "EXPOSE 9000 5000 6000" in text
 
 

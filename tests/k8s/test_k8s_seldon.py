@@ -73,6 +73,28 @@ def test_schema_check_rejects_unknown_and_too_new_fields(validate_seldon: Any) -
     assert validate_seldon(wrong_metric) != []
 
 
+def test_every_typed_model_parameter_matches_the_crd(validate_seldon: Any) -> None:
+    """The graph takes the whole typed list, non-string types included, as the CRD says."""
+    from closedloop.serving.parameters import seldon_parameters
+
+    doc = build_seldon_deployment(CONFIG)
+    typed = seldon_parameters(
+        {
+            "registry_uri": CONFIG.registry_uri,
+            "model_name": CONFIG.model_name,
+            "version": "v1",
+            "poll_seconds": 2.5,
+            "max_rows": 500,
+            "max_request_bytes": 1 << 20,
+        }
+    )
+    assert {p["type"] for p in typed} == {"STRING", "DOUBLE", "INT"}
+    doc["spec"]["predictors"][0]["graph"]["parameters"] = typed
+    assert validate_seldon(doc) == []
+    doc["spec"]["predictors"][0]["graph"]["parameters"][3]["value"] = 2.5  # not a string
+    assert validate_seldon(doc) != []
+
+
 # (h) one source of truth ----------------------------------------------------------------------
 
 

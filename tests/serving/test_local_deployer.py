@@ -60,7 +60,7 @@ def test_server_environment_is_what_seldon_would_set(
         {"name": "registry_uri", "value": "s3://b/registry", "type": "STRING"},
         {"name": "model_name", "value": "fraud", "type": "STRING"},
         {"name": "version", "value": "v2", "type": "STRING"},
-        {"name": "max_rows", "value": "10", "type": "STRING"},
+        {"name": "max_rows", "value": "10", "type": "INT"},
     ]
     assert env["GUNICORN_WORKERS"] == "3" and env["OMP_NUM_THREADS"] == "1"
     assert env["XDG_RUNTIME_DIR"] == str(tmp_path / "run")

@@ -55,17 +55,16 @@ def assemble_training_data(
     import hashlib
     import io
     import json
+    import tempfile
     from datetime import UTC, datetime, timedelta
 
-    import joblib
     from closedloop.components._runtime import write_frame
 
     from closedloop.drift.sidecar.archive import read_archive
     from closedloop.ml.ingest import ingest
     from closedloop.ml.retrain import assemble_retraining_rows
-    from closedloop.ml.schema import InputSchema
     from closedloop.registry import Registry
-    from closedloop.registry.layout import MODEL_FILE, SCHEMA_FILE
+    from closedloop.serving.loading import fetch_version
     from closedloop.storage import Store
 
     store = Store()
@@ -84,13 +83,9 @@ def assemble_training_data(
     pointer = registry.champion(model_name)
     champion = champion_schema = None
     if pointer is not None:
-        # read_file checks each file against the version's manifest digest.
-        champion_schema = InputSchema.from_json(
-            registry.read_file(model_name, pointer.version, SCHEMA_FILE).decode()
-        )
-        champion = joblib.load(
-            io.BytesIO(registry.read_file(model_name, pointer.version, MODEL_FILE))
-        )
+        with tempfile.TemporaryDirectory() as tmp:
+            files = fetch_version(registry, model_name, pointer.version, tmp)
+        champion_schema, champion = files.schema, files.pipeline
     try:
         combined, decision = assemble_retraining_rows(
             reference.frame,

@@ -67,7 +67,7 @@ def validate_data(
         validate_dataset,
     )
     from closedloop.registry import Registry
-    from closedloop.registry.layout import SCHEMA_FILE
+    from closedloop.serving.loading import read_version_schema
     from closedloop.storage import Store
 
     frame = read_frame(dataset.path)
@@ -86,8 +86,7 @@ def validate_data(
         if pointer is None:
             origin = f"inferred from this dataset: {model_name} has no champion yet"
         else:
-            raw = registry.read_file(model_name, pointer.version, SCHEMA_FILE)
-            given = InputSchema.from_json(raw.decode())
+            _, given = read_version_schema(registry, model_name, pointer.version)
             origin = f"the champion's, {model_name} {pointer.version}"
     elif schema_uri:
         given = InputSchema.from_json(Store().read_bytes(schema_uri).decode())

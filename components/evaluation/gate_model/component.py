@@ -64,10 +64,9 @@ def gate_model(
     )
 
     from closedloop.ml.gate import GatePolicy, gate
-    from closedloop.ml.schema import InputSchema
     from closedloop.ml.train import encode_target, predict_scores
     from closedloop.registry import Registry
-    from closedloop.registry.layout import MODEL_FILE, SCHEMA_FILE
+    from closedloop.serving.loading import fetch_version
     from closedloop.storage import Store
 
     spec = read_schema(schema.path)
@@ -78,11 +77,8 @@ def gate_model(
     champion_scores = None
     if pointer is not None:
         with tempfile.TemporaryDirectory() as tmp:
-            local = registry.fetch(model_name, pointer.version, tmp)
-            champion_schema = InputSchema.from_json((local.path / SCHEMA_FILE).read_text())
-            champion_scores = predict_scores(
-                load_joblib(str(local.path / MODEL_FILE)), rows, champion_schema
-            )
+            champion = fetch_version(registry, model_name, pointer.version, tmp)
+        champion_scores = predict_scores(champion.pipeline, rows, champion.schema)
     policy = GatePolicy(
         min_metric={primary_metric: min_primary_metric},
         primary_metric=primary_metric,

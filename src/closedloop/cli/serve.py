@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 DEFAULT_MODEL = "fraud"
 DEFAULT_REGISTRY = "s3://closedloop/registry"
 DEFAULT_PORT = 9000
+DEFAULT_HOST = "127.0.0.1"
 PREDICTIONS_PATH = "/api/v1.0/predictions"
 
 
@@ -75,8 +76,16 @@ def serve(
         str, typer.Option(help="Registry root: s3://bucket/prefix or a local directory.")
     ] = DEFAULT_REGISTRY,
     port: Annotated[
-        int, typer.Option(help="REST port on 127.0.0.1 (gRPC and metrics get free ones).")
+        int, typer.Option(help="REST port on --host (gRPC and metrics get free ones).")
     ] = DEFAULT_PORT,
+    host: Annotated[
+        str,
+        typer.Option(
+            help="IPv4 address REST, gRPC and metrics listen on: 127.0.0.1 is this machine "
+            "only, 0.0.0.0 every interface (reachable from the network, without "
+            "authentication)."
+        ),
+    ] = DEFAULT_HOST,
     workers: Annotated[int, typer.Option(help="gunicorn worker processes.", min=1)] = 1,
     poll_seconds: Annotated[
         float, typer.Option(help="How often the champion pointer is read (0: once).", min=0)
@@ -90,11 +99,15 @@ def serve(
     ] = 120.0,
 ) -> None:
     """Run the model server in the foreground (local S3 is started if needed); Ctrl-C stops it."""
-    from closedloop.deploy.local import LocalDeployer
-    from closedloop.local.s3 import HOST, port_is_free
+    from closedloop.deploy.local import LocalDeployer, bind_host
+    from closedloop.local.s3 import port_is_free
 
-    if not port_is_free(port):
-        raise ServeError(f"port {port} on {HOST} is already in use: choose another with --port")
+    try:
+        host = bind_host(host)
+    except ValueError as exc:
+        raise ServeError(f"--host: {exc}") from exc
+    if not port_is_free(port, host):
+        raise ServeError(f"port {port} on {host} is already in use: choose another with --port")
     with _sigterm_as_interrupt(), _s3_for(registry_uri) as s3:
         _check_version(registry_uri, s3, model_name, version)
         deployer = LocalDeployer(
@@ -106,6 +119,7 @@ def serve(
             request_logger_url=request_logger_url,
             state_dir=config.home() / "serve" / model_name,
             ready_timeout=timeout,
+            host=host,
         )
         try:
             with console.status(f"starting the model server for {model_name} {version}…"):
@@ -117,7 +131,8 @@ def serve(
                 f"({'following the champion' if version == 'champion' else 'pinned'}) at "
                 f"{info.url}{PREDICTIONS_PATH}\n"
                 f"metrics: {server.metrics_url}  gRPC: {server.grpc_endpoint}  "
-                f"log: {server.log_file}\nCtrl-C stops it."
+                f"log: {server.log_file}\nlistening on {host}"
+                f"{' (every interface)' if host == '0.0.0.0' else ''}. Ctrl-C stops it."
             )
             while server.running:
                 time.sleep(0.5)

@@ -133,9 +133,8 @@ def run_demo(workdir: Path, config: DemoConfig | None = None, say: Say = print) 
     from closedloop.local.pipelines import run_pipeline
     from closedloop.local.process import Service
     from closedloop.local.s3 import LocalS3, free_port
-    from closedloop.ml.schema import InputSchema
     from closedloop.registry import Registry
-    from closedloop.registry.layout import SCHEMA_FILE
+    from closedloop.serving.loading import read_version_schema
     from closedloop.trigger.state import TriggerStore
 
     config = config or DemoConfig()
@@ -190,9 +189,7 @@ def run_demo(workdir: Path, config: DemoConfig | None = None, say: Say = print) 
         if champion is None:
             raise DemoError("the training pipeline did not promote a first model; see the run log")
         mark("promotion", f"{champion.version} promoted ({champion.reason})")
-        schema = InputSchema.from_json(
-            registry.read_file(config.model_name, champion.version, SCHEMA_FILE).decode()
-        )
+        _, schema = read_version_schema(registry, config.model_name, champion.version)
 
         policy = workdir / "policy.json"
         policy.write_text(json.dumps(config.policy(), indent=2))

@@ -7,8 +7,11 @@ give it in a cluster, on free ports, and waits until ``/health/status`` answers.
 
 Two facts about seldon-core 1.19 shape it:
 
-* the wrapper binds REST, gRPC and metrics on ``0.0.0.0`` (hard-coded); the ports are
-  chosen free on 127.0.0.1 and clients use 127.0.0.1;
+* the wrapper binds REST, gRPC and metrics on ``0.0.0.0`` (hard-coded): the server is
+  started through :mod:`closedloop.serving.microservice`, which binds all three to the
+  ``host`` asked for (``CLOSEDLOOP_BIND_HOST``), 127.0.0.1 unless told otherwise, so
+  the server is reachable from this machine only. The ports are chosen free on that
+  host; clients use it (127.0.0.1 when it is ``0.0.0.0``, every interface);
 * gunicorn 27 puts its control socket at ``$XDG_RUNTIME_DIR/gunicorn.ctl``, else
   ``~/.gunicorn/gunicorn.ctl``, the same path for every server, and unlinks and
   re-creates it on every worker fork: each server gets a private ``XDG_RUNTIME_DIR``
@@ -26,6 +29,7 @@ running server.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import shutil
@@ -45,6 +49,8 @@ from closedloop.deploy.base import DeploymentInfo
 from closedloop.deploy.seldon import MODEL_CLASS, MODEL_CONTAINER
 from closedloop.local.s3 import free_port, terminate_group
 from closedloop.registry import CHAMPION_ALIAS, Registry, RegistryError
+from closedloop.serving.microservice import BIND_HOST_ENV
+from closedloop.serving.parameters import seldon_parameters
 from closedloop.storage import S3Settings, StorageError, Store
 
 HOST = "127.0.0.1"
@@ -104,12 +110,12 @@ class ServerPorts:
     metrics: int
 
     @classmethod
-    def allocate(cls, http: int | None = None) -> ServerPorts:
-        """Pick distinct free ports on 127.0.0.1, keeping *http* if given."""
+    def allocate(cls, http: int | None = None, host: str = HOST) -> ServerPorts:
+        """Pick distinct free ports on *host*, keeping *http* if given."""
         taken: set[int] = set() if http is None else {http}
         chosen: list[int] = []
         while len(chosen) < (3 if http is None else 2):
-            port = free_port(HOST)
+            port = free_port(host)
             if port not in taken:
                 taken.add(port)
                 chosen.append(port)
@@ -128,10 +134,14 @@ def model_parameters(
     max_request_bytes: int | None = None,
     request_logger_url: str | None = None,
     request_logger_mode: str | None = None,
-) -> dict[str, str]:
+) -> dict[str, Any]:
     """Return the constructor parameters of :class:`closedloop.serving.model.ClosedLoopModel`.
 
     Parameters left at None are not passed, so the model's defaults apply.
+
+    Raises:
+        ValueError: A value that does not fit its declared type
+            (:mod:`closedloop.serving.parameters`).
     """
     parameters = {"registry_uri": registry_uri, "model_name": model_name, "version": version}
     optional: dict[str, Any] = {
@@ -141,8 +151,24 @@ def model_parameters(
         "request_logger_url": request_logger_url,
         "request_logger_mode": request_logger_mode,
     }
-    parameters.update({k: str(v) for k, v in optional.items() if v is not None})
+    parameters.update({k: v for k, v in optional.items() if v is not None})
+    seldon_parameters(parameters)  # refuse a value that does not fit now, not at start
     return parameters
+
+
+def bind_host(host: str) -> str:
+    """Return *host* if it is an IPv4 address (what the model server can listen on).
+
+    Raises:
+        ValueError: If it is not.
+    """
+    try:
+        return str(ipaddress.IPv4Address(host.strip()))
+    except ValueError as exc:
+        raise ValueError(
+            f"host must be an IPv4 address, e.g. 127.0.0.1 (this machine only) or 0.0.0.0 "
+            f"(every interface), got {host!r}"
+        ) from exc
 
 
 def _tail(path: Path, lines: int = 6) -> str:
@@ -158,7 +184,9 @@ class LocalSeldonServer:
 
     Args:
         parameters: Constructor parameters of the model class
-            (see :func:`model_parameters`), passed as ``PREDICTIVE_UNIT_PARAMETERS``.
+            (see :func:`model_parameters`), passed as ``PREDICTIVE_UNIT_PARAMETERS``,
+            typed as :mod:`closedloop.serving.parameters` declares them (for another
+            model class, as strings).
         interface: The model class, ``module.Class``.
         s3: S3 settings passed to the server as environment variables; None leaves
             the caller's environment as it is.
@@ -176,13 +204,19 @@ class LocalSeldonServer:
         stop_timeout: Seconds :meth:`stop` waits after SIGTERM before SIGKILL.
         extra_env: More environment variables for the server.
         bare: Start Seldon's own ``seldon-core-microservice`` instead of
-            :mod:`closedloop.serving.microservice` (which adds closedloop's metrics
-            and bind address); for benchmark anchors.
+            :mod:`closedloop.serving.microservice` (which adds closedloop's metrics,
+            gRPC statuses and bind address: a bare server listens on every interface
+            whatever *host* says); for benchmark anchors.
+        host: IPv4 address the REST, gRPC and metrics servers listen on: 127.0.0.1
+            (this machine only), ``0.0.0.0`` (every interface) or one interface's.
+
+    Raises:
+        ValueError: Fewer than one worker or thread, or *host* not an IPv4 address.
     """
 
     def __init__(
         self,
-        parameters: Mapping[str, str],
+        parameters: Mapping[str, Any],
         *,
         interface: str = MODEL_CLASS,
         s3: S3Settings | None = None,
@@ -197,9 +231,11 @@ class LocalSeldonServer:
         stop_timeout: float = 10.0,
         extra_env: Mapping[str, str] | None = None,
         bare: bool = False,
+        host: str = HOST,
     ) -> None:
         if workers < 1 or threads < 1:
             raise ValueError("workers and threads must be >= 1")
+        self.host = bind_host(host)
         self.parameters = dict(parameters)
         self.interface = interface
         self.s3 = s3
@@ -235,19 +271,24 @@ class LocalSeldonServer:
         return self.ports
 
     @property
+    def client_host(self) -> str:
+        """Where clients here reach the server: the host, or 127.0.0.1 for ``0.0.0.0``."""
+        return HOST if ipaddress.IPv4Address(self.host).is_unspecified else self.host
+
+    @property
     def url(self) -> str:
         """Base URL of the REST API."""
-        return f"http://{HOST}:{self._require_ports().http}"
+        return f"http://{self.client_host}:{self._require_ports().http}"
 
     @property
     def grpc_endpoint(self) -> str:
         """``host:port`` of the gRPC API."""
-        return f"{HOST}:{self._require_ports().grpc}"
+        return f"{self.client_host}:{self._require_ports().grpc}"
 
     @property
     def metrics_url(self) -> str:
         """URL of the Prometheus metrics."""
-        return f"http://{HOST}:{self._require_ports().metrics}{METRICS_PATH}"
+        return f"http://{self.client_host}:{self._require_ports().metrics}{METRICS_PATH}"
 
     @property
     def log_file(self) -> Path:
@@ -268,10 +309,13 @@ class LocalSeldonServer:
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
         if self.s3 is not None:
             env.update(self.s3.to_env())
-        parameters = [
-            {"name": name, "value": str(value), "type": "STRING"}
-            for name, value in self.parameters.items()
-        ]
+        parameters = (
+            seldon_parameters(self.parameters)
+            if self.interface == MODEL_CLASS
+            else [
+                {"name": k, "value": str(v), "type": "STRING"} for k, v in self.parameters.items()
+            ]
+        )
         env.update(
             {
                 "MODEL_NAME": self.interface,
@@ -286,6 +330,7 @@ class LocalSeldonServer:
                 "PREDICTIVE_UNIT_GRPC_SERVICE_PORT": str(ports.grpc),
                 "PREDICTIVE_UNIT_METRICS_SERVICE_PORT": str(ports.metrics),
                 "PREDICTIVE_UNIT_METRICS_ENDPOINT": METRICS_PATH,
+                BIND_HOST_ENV: self.host,
                 "PREDICTIVE_UNIT_ID": MODEL_CONTAINER,
                 # Seldon labels metrics and meta.requestPath with the image; say it is local.
                 "PREDICTIVE_UNIT_IMAGE": f"local/closedloop-serving:{__version__}",
@@ -315,7 +360,7 @@ class LocalSeldonServer:
         executable = find_microservice()
         state_dir = self._given_state_dir or Path(tempfile.mkdtemp(prefix="closedloop-serve-"))
         (state_dir / "run").mkdir(parents=True, exist_ok=True, mode=0o700)
-        ports = ServerPorts.allocate(self.requested_http_port)
+        ports = ServerPorts.allocate(self.requested_http_port, self.host)
         self.state_dir, self.ports = state_dir, ports
         launcher = (
             [str(executable)]
@@ -462,6 +507,7 @@ class LocalDeployer:
         state_dir: Where the server's log goes (a temporary directory when None).
         grpc: Whether to run the gRPC server too.
         ready_timeout: Seconds to wait for the server to be ready.
+        host: IPv4 address the server listens on (see :class:`LocalSeldonServer`).
     """
 
     backend = "local"
@@ -480,8 +526,10 @@ class LocalDeployer:
         state_dir: str | os.PathLike[str] | None = None,
         grpc: bool = True,
         ready_timeout: float = 120.0,
+        host: str = HOST,
     ) -> None:
         self.registry_uri = registry_uri
+        self.host = bind_host(host)
         self.s3 = s3
         self.http_port = http_port
         self.workers = workers
@@ -547,6 +595,7 @@ class LocalDeployer:
             state_dir=self.state_dir,
             deployment_name=model_name,
             ready_timeout=self.ready_timeout,
+            host=self.host,
         )
         server.start()
         self.server, self._model_name, self._version = server, model_name, version

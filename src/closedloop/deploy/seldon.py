@@ -33,6 +33,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from closedloop import images
+from closedloop.serving.parameters import seldon_parameters
 from closedloop.storage.settings import (
     S3_SECRET,
     S3_SECRET_KEYS,
@@ -419,13 +420,11 @@ def predictive_unit_parameters(
 
     Returns:
         Seldon ``{name, value, type}`` entries for ``registry_uri``, ``model_name`` and
-        ``version``.
+        ``version``, typed by :mod:`closedloop.serving.parameters`.
     """
-    return [
-        {"name": "registry_uri", "value": config.registry_uri, "type": "STRING"},
-        {"name": "model_name", "value": config.model_name, "type": "STRING"},
-        {"name": "version", "value": version, "type": "STRING"},
-    ]
+    return seldon_parameters(
+        {"registry_uri": config.registry_uri, "model_name": config.model_name, "version": version}
+    )
 
 
 def container_security_context() -> dict[str, Any]:

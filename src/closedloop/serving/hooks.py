@@ -3,8 +3,10 @@
 Seldon's wrapper registers the user model's ``model_error_handler`` blueprint on its
 Flask app, its only extension point there. :class:`RequestHooks` uses it to
 
-* refuse bodies over ``max_request_bytes`` and malformed messages with a 400 before
-  the wrapper reads them (see :mod:`closedloop.serving.messages`);
+* read the body of predictions and feedback itself, at most ``max_request_bytes`` + 1
+  bytes from the WSGI input whether it comes with a ``Content-Length`` or chunked, and
+  refuse bodies over the limit, bodies nested too deeply and malformed messages with a
+  400 before the wrapper reads them (see :mod:`closedloop.serving.messages`);
 * answer graph routes a MODEL node does not serve (``/transform-input``, ``/route`` ...)
   with 404;
 * send, in local mode, the request-logger CloudEvents the Seldon executor sends in a
@@ -16,7 +18,6 @@ Flask app, its only extension point there. :class:`RequestHooks` uses it to
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import threading
@@ -29,11 +30,14 @@ from flask import request as flask_request
 from seldon_core.flask_utils import SeldonMicroserviceException
 from werkzeug.exceptions import HTTPException, NotFound
 
-from closedloop.serving import metrics
+from closedloop.serving import jsonio, metrics
 from closedloop.serving.messages import (
     MessageError,
+    MessageTooLarge,
     check_feedback_message,
     check_prediction_message,
+    check_size,
+    parse_json,
 )
 from closedloop.serving.request_logger import PUID_HEADER, EventContext, RequestLogger
 
@@ -43,6 +47,7 @@ REASON_BAD_DATA = "MICROSERVICE_BAD_DATA"
 PREDICT_ENDPOINT = "Predict"
 FEEDBACK_ENDPOINT = "SendFeedback"
 _OTHER_GRAPH_ENDPOINTS = frozenset({"TransformInput", "TransformOutput", "Route", "Aggregate"})
+_READ_CHUNK = 1024 * 1024
 
 
 def bad_request(message: str) -> SeldonMicroserviceException:
@@ -80,12 +85,15 @@ class RequestHooks:
         self._request_logger_pid: int | None = None
         self._logger_counts = metrics.LoggerCounts()
 
+    def _configure_app(self, state: Any) -> None:
+        state.app.config.update(MAX_CONTENT_LENGTH=self.max_request_bytes)
+        # The wrapper reads bodies with get_json() and answers with jsonify(): orjson.
+        jsonio.install(state.app)
+
     def blueprint(self) -> Blueprint:
         """The blueprint to hand the wrapper as ``model_error_handler``."""
         blueprint = Blueprint("closedloop", __name__)
-        blueprint.record_once(
-            lambda state: state.app.config.update(MAX_CONTENT_LENGTH=self.max_request_bytes)
-        )
+        blueprint.record_once(self._configure_app)
         blueprint.before_app_request(self._before_request)
         blueprint.after_app_request(self._after_request)
         blueprint.app_errorhandler(HTTPException)(_http_error)
@@ -99,13 +107,11 @@ class RequestHooks:
             raise NotFound(f"{flask_request.path} is not served by a MODEL node")
         if endpoint not in (PREDICT_ENDPOINT, FEEDBACK_ENDPOINT):
             return
-        size = flask_request.content_length
-        if size is not None and size > self.max_request_bytes:
+        try:
+            _read_body(self.max_request_bytes)
+        except MessageTooLarge as exc:
             metrics.REJECTED.labels("too_large").inc()
-            raise bad_request(
-                f"request body of {size} bytes exceeds the limit of {self.max_request_bytes} "
-                "bytes (max_request_bytes): split the rows into several requests"
-            )
+            raise bad_request(str(exc)) from exc
         raw, body, error = _read_message()
         request_logger = self._process_request_logger()
         if request_logger is not None:
@@ -187,11 +193,46 @@ def event_context(model_name: str, env: Mapping[str, str] | None = None) -> Even
     )
 
 
+def _read_body(limit: int) -> None:
+    """Read the request body, refusing one over *limit* bytes, and cache it for Flask.
+
+    At most *limit* + 1 bytes are read from the WSGI input, with a ``Content-Length``
+    (refused at once when it exceeds *limit*) or chunked (gunicorn ends the stream):
+    werkzeug's own limit on a chunked body cuts it silently at ``MAX_CONTENT_LENGTH``.
+    The bytes go where ``get_data``, ``get_json`` and form parsing read them.
+
+    Raises:
+        MessageTooLarge: If the body exceeds *limit*.
+    """
+    length = flask_request.content_length
+    if length is not None:
+        check_size(length, limit)
+        wanted = length
+    elif flask_request.environ.get("wsgi.input_terminated"):
+        wanted = limit + 1
+    else:
+        # No length and a stream the server does not end: werkzeug reads nothing either.
+        wanted = 0
+    stream = flask_request.input_stream
+    chunks: list[bytes] = []
+    received = 0
+    while received < wanted:
+        chunk = stream.read(min(wanted - received, _READ_CHUNK))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        received += len(chunk)
+    check_size(received, limit, more=length is None)
+    # werkzeug's cache of the body (Request.get_data): the stream is consumed now.
+    flask_request._cached_data = b"".join(chunks)  # type: ignore[attr-defined]
+
+
 def _read_message() -> tuple[bytes | None, Any, str | None]:
-    """Read the body the way the wrapper will: returns (raw bytes, parsed JSON, error).
+    """Parse the body the way the wrapper will: returns (raw bytes, parsed JSON, error).
 
     The wrapper takes a form field or query argument ``json`` first (Seldon's own
-    client posts forms), then a JSON body. Parsing here caches the JSON for it.
+    client posts forms), then a JSON body. Parsing here caches the JSON for it; a body
+    too deep for Python's parser (a ``RecursionError``) is an error like invalid JSON.
     """
     if flask_request.mimetype == "multipart/form-data":
         return None, None, "multipart/form-data is not supported: send application/json"
@@ -200,7 +241,10 @@ def _read_message() -> tuple[bytes | None, Any, str | None]:
         raw = text.encode("utf-8")
     elif flask_request.is_json:
         raw = flask_request.get_data(cache=True)
-        body = flask_request.get_json(silent=True)
+        try:
+            body = flask_request.get_json(silent=True)
+        except RecursionError:
+            body = None
         if body is not None:
             return raw, body, None
     else:
@@ -211,9 +255,9 @@ def _read_message() -> tuple[bytes | None, Any, str | None]:
             f"Content-Type must be application/json (or a form field 'json'), got {shown}",
         )
     try:
-        return raw, json.loads(raw), None
-    except ValueError as exc:
-        return raw, None, f"the body is not valid JSON: {exc}"
+        return raw, parse_json(raw), None
+    except MessageError as exc:
+        return raw, None, str(exc)
 
 
 def _logged_content_type() -> str:
@@ -225,8 +269,8 @@ def _logged_content_type() -> str:
 
 def _http_error(error: HTTPException) -> tuple[Response, int]:
     """Answer HTTP errors (404, 405, 413, ...) with their code, not the wrapper's 500."""
-    # An oversized chunked body is refused while it is read: the same 400 as a
-    # Content-Length over the limit.
+    # werkzeug's 413 (a body over MAX_CONTENT_LENGTH on a route the hooks do not read):
+    # the same 400 as the hooks' own size check.
     code = 400 if error.code == 413 else (error.code or 500)
     reason = REASON_BAD_DATA if code == 400 else f"HTTP_{code}"
     body = {"status": {"status": 1, "info": error.description, "code": -1, "reason": reason}}

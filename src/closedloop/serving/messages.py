@@ -19,11 +19,25 @@ Accepted payloads:
 Feedback messages (``{"request": ..., "truth": ..., "reward": ...}``) carry rows in
 ``request.data`` and labels in ``truth.data``.
 
-This module imports numpy and pandas only, so it can be tested without seldon-core.
+Limits every message meets, whatever its transport (REST body or gRPC message):
+
+* nesting: arrays and objects at most :data:`MAX_NESTING` (20) levels deep, counting
+  the message itself (a prediction needs 4, ``{"data": {"ndarray": [[...]]}}``). A
+  deeper message is refused by :func:`check_nesting` before anything walks it
+  recursively (Python's ``json``, the wrapper's protobuf conversion, the answer's
+  serialization, which copies ``meta.tags``); :func:`parse_json` refuses a body
+  too deep for Python's parser with the same words;
+* size: :func:`check_size` refuses a message over ``max_request_bytes``.
+
+This module imports numpy and pandas only, so it can be tested without seldon-core and
+the drift sidecar (:mod:`closedloop.drift.sidecar.events`) reads the logged messages with
+it: a message the server refuses, the sidecar refuses with the same words.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,6 +45,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from closedloop.errors import ClosedLoopError
 
 PAYLOAD_KEYS: tuple[str, ...] = ("data", "jsonData", "strData", "binData", "customData")
 SUPPORTED_HINT = (
@@ -42,10 +58,21 @@ _MAX_SHOWN = 3
 # Python's json parses 1e999 as inf (caught later) but keeps huge integers exact, and
 # float() of those overflows: refuse them as values no model column can hold.
 _LARGEST_INT = int(np.finfo(np.float64).max)
+MAX_NESTING = 20
+"""Deepest nesting of arrays and objects accepted in a message (the message is level 1)."""
+_CONTAINERS = (dict, list, tuple)
 
 
-class MessageError(ValueError):
+class MessageError(ClosedLoopError, ValueError):
     """A request is not a Seldon message the server can read; the text says why."""
+
+
+class MessageTooLarge(MessageError):
+    """A request is larger than ``max_request_bytes``."""
+
+
+class TooManyRows(MessageError):
+    """A well-formed message holds more rows than the reader accepts at once."""
 
 
 def _kind(value: Any) -> str:
@@ -121,7 +148,7 @@ def _check_scalar(value: Any, where: str) -> None:
 
 def _check_rows_limit(count: int, max_rows: int, what: str) -> None:
     if count > max_rows:
-        raise MessageError(
+        raise TooManyRows(
             f"too many rows in {what}: {count}, the limit is {max_rows} per request; "
             "split the rows into several requests"
         )
@@ -162,11 +189,33 @@ def check_data(data: Any, *, max_rows: int, what: str = "data") -> int:
     return rows
 
 
+_SCALAR_TYPES = frozenset({str, int, float, bool, type(None)})
+_FAST_ROWS = 64
+
+
+def _well_formed_rows(array: list[Any]) -> bool:
+    """Whether a long ndarray is rows of equal length holding plain scalars, checked in C.
+
+    Only a True answer is final; on False the value-by-value check finds the problem.
+    """
+    if set(map(type, array)) != {list} or len(set(map(len, array))) != 1:
+        return False
+    types = set(map(type, itertools.chain.from_iterable(array)))
+    if not types <= _SCALAR_TYPES:
+        return False
+    if int in types:
+        ints = [v for row in array for v in row if type(v) is int]
+        return min(ints) >= -_LARGEST_INT and max(ints) <= _LARGEST_INT
+    return True
+
+
 def _check_ndarray(array: Any, what: str) -> int:
     if not isinstance(array, list):
         raise MessageError(f"{what} must be an array of rows, got a JSON {_kind(array)}")
     if not array:
         return 0
+    if len(array) > _FAST_ROWS and _well_formed_rows(array):
+        return len(array) if array[0] else 0
     if all(not isinstance(item, list) for item in array):
         for j, value in enumerate(array):
             _check_scalar(value, f"{what}[{j}]")
@@ -255,6 +304,72 @@ def check_json_data(payload: Any, *, max_rows: int, what: str = "jsonData") -> i
     return len(records)
 
 
+def check_size(size: int, limit: int, *, what: str = "request body", more: bool = False) -> None:
+    """Refuse a message of *size* bytes over *limit* (``max_request_bytes``).
+
+    Args:
+        size: Its size in bytes.
+        limit: Largest size accepted.
+        what: How to call it in the message.
+        more: *size* is a lower bound (a body read no further than past the limit).
+
+    Raises:
+        MessageTooLarge: If *size* exceeds *limit*.
+    """
+    if size > limit:
+        amount = f"more than {limit}" if more else str(size)
+        raise MessageTooLarge(
+            f"{what} of {amount} bytes exceeds the limit of {limit} bytes "
+            "(max_request_bytes): split the rows into several requests"
+        )
+
+
+def _too_deep(limit: int) -> MessageError:
+    return MessageError(
+        f"the message is nested too deeply: at most {limit} levels of arrays and objects "
+        "are accepted (a prediction needs 4)"
+    )
+
+
+def check_nesting(message: Any, limit: int = MAX_NESTING) -> None:
+    """Refuse a parsed message whose arrays and objects nest deeper than *limit*.
+
+    Walks the message level by level, not recursively, so any depth is safe to check.
+
+    Raises:
+        MessageError: If it is too deep.
+    """
+    level = [message] if isinstance(message, _CONTAINERS) else []
+    depth = 1
+    while level:
+        deeper: list[Any] = []
+        for node in level:
+            children = node.values() if isinstance(node, dict) else node
+            # Rows of plain values (most of a big request): one pass in C, nothing below.
+            if set(map(type, children)) <= _SCALAR_TYPES:
+                continue
+            deeper.extend([child for child in children if isinstance(child, _CONTAINERS)])
+        if deeper and depth >= limit:
+            raise _too_deep(limit)
+        level, depth = deeper, depth + 1
+
+
+def parse_json(raw: bytes | str) -> Any:
+    """Parse a JSON body, refusing one too deep for Python's parser as too deep.
+
+    The result still has to pass :func:`check_nesting` (the checks of a message call it).
+
+    Raises:
+        MessageError: Not JSON, or nested too deeply to parse.
+    """
+    try:
+        return json.loads(raw)
+    except RecursionError as exc:
+        raise _too_deep(MAX_NESTING) from exc
+    except ValueError as exc:
+        raise MessageError(f"the body is not valid JSON: {exc}") from exc
+
+
 def check_prediction_message(body: Any, *, max_rows: int) -> int:
     """Check a prediction request before the wrapper converts it.
 
@@ -267,9 +382,10 @@ def check_prediction_message(body: Any, *, max_rows: int) -> int:
 
     Raises:
         MessageError: See :func:`check_data` and :func:`check_json_data`; also a body
-            that is not an object, no payload, several payloads, and ``strData``,
-            ``binData`` or ``customData`` payloads.
+            that is not an object, nested deeper than :data:`MAX_NESTING`, no payload,
+            several payloads, and ``strData``, ``binData`` or ``customData`` payloads.
     """
+    check_nesting(body)
     if not isinstance(body, Mapping):
         raise MessageError(
             f"the request must be a JSON object (a Seldon message), got a JSON {_kind(body)}; "
@@ -295,8 +411,10 @@ def check_feedback_message(body: Any, *, max_rows: int) -> None:
     are optional, as in Seldon, but when present they must be well formed.
 
     Raises:
-        MessageError: If a part has the wrong type or shape.
+        MessageError: If a part has the wrong type or shape, or the message is nested
+            deeper than :data:`MAX_NESTING`.
     """
+    check_nesting(body)
     if not isinstance(body, Mapping):
         raise MessageError(
             f"feedback must be a JSON object with 'request' and 'truth', got a JSON {_kind(body)}"
@@ -421,3 +539,52 @@ def message_rows(body: Mapping[str, Any], *, max_rows: int) -> MessageRows:
     if array and not isinstance(array[0], list):
         array = [array]
     return MessageRows("ndarray", rows=array, names=names)
+
+
+def prediction_rows(body: Any, *, max_rows: int) -> MessageRows:
+    """Check a prediction message and take its rows out, as the model server does.
+
+    :func:`check_prediction_message`, then :func:`message_rows`: for readers of logged
+    messages (the drift sidecar), which must refuse exactly what the server refuses.
+
+    Raises:
+        MessageError: See :func:`check_prediction_message`
+            (:class:`TooManyRows` past *max_rows*).
+    """
+    check_prediction_message(body, max_rows=max_rows)
+    return message_rows(body, max_rows=max_rows)
+
+
+def truth_labels(truth: Any, *, max_rows: int, what: str = "feedback.truth") -> list[Any]:
+    """Take the labels out of a feedback message's ``truth``: one per predicted row.
+
+    ``truth.data`` is checked as :func:`check_data` checks rows. A flat ``ndarray``
+    (``[1, 0]``), a one-column one (``[[1], [0]]``) or a tensor of shape ``[n]`` or
+    ``[n, 1]`` gives one label per row, as the wrapper's conversion to numpy does.
+    Whether the labels fit the model is the caller's question.
+
+    Raises:
+        MessageError: No ``data``, malformed data, several values per row
+            (:class:`TooManyRows` past *max_rows*).
+    """
+    if not isinstance(truth, Mapping):
+        raise MessageError(f"{what} must be an object, got a JSON {_kind(truth)}")
+    if "data" not in truth:
+        raise MessageError(
+            f"{what} must carry its labels in data (ndarray), one per row; got keys {sorted(truth)}"
+        )
+    data = truth["data"]
+    check_data(data, max_rows=max_rows, what=f"{what}.data")
+    if "tensor" in data:
+        shape, values = data["tensor"]["shape"], data["tensor"]["values"]
+        width = shape[1] if len(shape) == 2 else 1
+        labels = list(values)
+    else:
+        array = data["ndarray"]
+        two_d = all(isinstance(row, list) for row in array)
+        width = len(array[0]) if two_d else 1
+        labels = [row[0] for row in array] if two_d else list(array)
+    if width != 1:
+        raise MessageError(f"{what}.data holds {width} values per row: expected one label per row")
+    _check_rows_limit(len(labels), max_rows, f"{what}.data")
+    return labels

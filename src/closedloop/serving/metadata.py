@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +16,7 @@ import numpy as np
 from closedloop.errors import ClosedLoopError
 from closedloop.ml.schema import InputSchema
 from closedloop.registry import Registry
-from closedloop.registry.layout import SCHEMA_FILE
+from closedloop.serving.loading import read_version_schema
 from closedloop.storage import S3Settings, Store
 
 logger = logging.getLogger(__name__)
@@ -34,16 +31,12 @@ def start_metadata(registry_uri: str, model_name: str, version: str) -> dict[str
     base: dict[str, Any] = {"name": model_name, "versions": [version], "platform": "closedloop"}
     # Few attempts: the server's start waits for this call.
     store = Store(S3Settings.from_env().with_(max_attempts=2))
-    workdir = Path(tempfile.mkdtemp(prefix="closedloop-metadata-"))
     try:
-        local = Registry(store, registry_uri).fetch(model_name, version, workdir)
-        schema = InputSchema.from_json((local.path / SCHEMA_FILE).read_text())
+        resolved, schema = read_version_schema(Registry(store, registry_uri), model_name, version)
     except (ClosedLoopError, OSError, ValueError) as exc:
         logger.warning("no input/output metadata for %s: %s", model_name, exc)
         return base
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    return {**base, "versions": [local.version], **schema_metadata(schema)}
+    return {**base, "versions": [resolved], **schema_metadata(schema)}
 
 
 def schema_metadata(schema: InputSchema) -> dict[str, Any]:
@@ -69,7 +62,7 @@ def schema_metadata(schema: InputSchema) -> dict[str, Any]:
                 prop["examples"] = list(spec.allowed)
         else:
             prop = {"type": "string", "format": "date-time"}
-        if spec.nullable:
+        if spec.accepts_missing:
             prop["type"] = [*np.atleast_1d(prop["type"]).tolist(), "null"]
         properties[spec.name] = prop
     names = list(schema.feature_names)

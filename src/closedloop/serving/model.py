@@ -3,8 +3,9 @@
 ``seldon-core-microservice closedloop.serving.model.ClosedLoopModel --service-type MODEL``
 runs :class:`ClosedLoopModel` in each gunicorn worker (and in the gRPC process).
 
-Parameters (``PREDICTIVE_UNIT_PARAMETERS``, a JSON list of ``{name, value, type}``;
-values may arrive as strings):
+Parameters (``PREDICTIVE_UNIT_PARAMETERS``, a JSON list of ``{name, value, type}``,
+declared and typed in :mod:`closedloop.serving.parameters`; values may arrive as strings
+from deployments made before the types):
 
 * ``registry_uri`` — registry root, ``s3://bucket/prefix`` or a local directory;
 * ``model_name`` — registered model name;
@@ -45,9 +46,11 @@ Behaviour:
   go through the version's compiled row plan and feature transform (see
   :class:`closedloop.serving.loading.ServedVersion`).
 * **Input checks.** Every bad request is a 400 with a message (never a 500): see
-  :mod:`closedloop.serving.messages` for the message shapes (checked in a Flask hook,
-  :mod:`closedloop.serving.hooks`, before the wrapper reads the body) and
+  :mod:`closedloop.serving.messages` for the message shapes and limits (size, nesting;
+  checked in a Flask hook, :mod:`closedloop.serving.hooks`, before the wrapper reads
+  the body, and for gRPC in ``predict_raw`` and ``send_feedback_raw``) and
   :func:`closedloop.ml.schema.check_frame` for names, order, width, types and ranges.
+  Over gRPC a 400 is ``INVALID_ARGUMENT`` (:mod:`closedloop.serving.grpc_status`).
 * **Explanations.** With ``meta.tags.explain`` true, the response's ``meta.tags``
   carry per-row XGBoost contributions (:func:`closedloop.ml.explain.explain_rows`);
   other requests pay nothing for it.
@@ -75,18 +78,19 @@ This module must never import kfp (protobuf 5 here, 6 there); a test checks it.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from flask import has_request_context
+from google.protobuf import json_format
 from seldon_core.flask_utils import SeldonMicroserviceException
 from seldon_core.proto import prediction_pb2
-from seldon_core.user_model import SeldonResponse
+from seldon_core.user_model import SeldonNotImplementedError, SeldonResponse
 from seldon_core.utils import get_request_path, json_to_seldon_message, seldon_message_to_json
 
 from closedloop.ml.explain import BASE_VALUE_KEY, explain_rows
@@ -96,8 +100,21 @@ from closedloop.registry import CHAMPION_ALIAS, Registry
 from closedloop.serving import metrics
 from closedloop.serving.hooks import RequestHooks, bad_request
 from closedloop.serving.loading import ServedVersion
-from closedloop.serving.messages import MessageError, check_prediction_message, message_rows
+from closedloop.serving.messages import (
+    MessageError,
+    MessageTooLarge,
+    check_feedback_message,
+    check_prediction_message,
+    check_size,
+    message_rows,
+)
 from closedloop.serving.metadata import start_metadata
+from closedloop.serving.parameters import (
+    DEFAULT_MAX_REQUEST_BYTES,
+    DEFAULT_MAX_ROWS,
+    DEFAULT_POLL_SECONDS,
+    parse_parameter,
+)
 from closedloop.serving.request_logger import LOGGER_MODES
 from closedloop.serving.watcher import VersionWatcher
 from closedloop.storage import S3Settings, Store
@@ -109,9 +126,6 @@ REASON_REFUSED = "MODEL_REFUSED"
 REASON_INTERNAL = "MICROSERVICE_INTERNAL_ERROR"
 
 MAX_EXPLAINED_ROWS = 100
-DEFAULT_POLL_SECONDS = 10.0
-DEFAULT_MAX_ROWS = 10_000
-DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
 
 _TRUE_FLAGS = (True, 1, "true", "True", "TRUE", "1", "yes")
 _FALSE_FLAGS = (False, 0, "false", "False", "FALSE", "0", "no", None)
@@ -119,18 +133,6 @@ _FALSE_FLAGS = (False, 0, "false", "False", "FALSE", "0", "no", None)
 
 def _text(value: Any) -> str:
     return "" if value is None else str(value).strip()
-
-
-def _number(name: str, value: Any, *, minimum: float, integer: bool = False) -> float:
-    """Parse a numeric parameter that may arrive as a string."""
-    try:
-        number = float(_text(value))
-    except ValueError as exc:
-        raise ValueError(f"parameter {name}={value!r} is not a number") from exc
-    if not math.isfinite(number) or number < minimum or (integer and not number.is_integer()):
-        kind = "an integer" if integer else "a number"
-        raise ValueError(f"parameter {name}={value!r} must be {kind} >= {minimum:g}")
-    return number
 
 
 def _flag(value: Any) -> bool:
@@ -181,11 +183,10 @@ class ClosedLoopModel:
                 "ClosedLoopModel needs the parameters registry_uri and model_name "
                 "(PREDICTIVE_UNIT_PARAMETERS)"
             )
-        self.poll_seconds = _number("poll_seconds", poll_seconds, minimum=0.0)
-        self.max_rows = int(_number("max_rows", max_rows, minimum=1, integer=True))
-        self.max_request_bytes = int(
-            _number("max_request_bytes", max_request_bytes, minimum=1024, integer=True)
-        )
+        # Typed by Seldon (closedloop.serving.parameters); strings from older deployments.
+        self.poll_seconds = float(parse_parameter("poll_seconds", poll_seconds))
+        self.max_rows = int(parse_parameter("max_rows", max_rows))
+        self.max_request_bytes = int(parse_parameter("max_request_bytes", max_request_bytes))
         self.request_logger_url = _text(request_logger_url)
         self.request_logger_mode = _text(request_logger_mode) or "all"
         if self.request_logger_mode not in LOGGER_MODES:
@@ -285,15 +286,38 @@ class ClosedLoopModel:
                 serves, 500 for a failure of the server itself.
         """
         if isinstance(request, prediction_pb2.SeldonMessage):
-            body = seldon_message_to_json(request)
-            try:
-                # REST bodies were checked by a Flask hook; gRPC ones arrive here directly.
-                check_prediction_message(body, max_rows=self.max_rows)
-            except MessageError as exc:
-                metrics.REJECTED.labels("bad_message").inc()
-                raise bad_request(str(exc)) from exc
+            # REST bodies were checked by a Flask hook; gRPC ones arrive here directly.
+            body = self._checked_grpc_message(request, check_prediction_message)
             return json_to_seldon_message(self._answer(body))
         return self._answer(request)
+
+    def _checked_grpc_message(self, message: Any, check: Callable[..., object]) -> dict[str, Any]:
+        """A gRPC message as JSON, checked as the Flask hook checks a REST body.
+
+        Args:
+            message: A ``SeldonMessage`` or ``Feedback``.
+            check: :func:`~closedloop.serving.messages.check_prediction_message` or
+                :func:`~closedloop.serving.messages.check_feedback_message`.
+
+        Raises:
+            SeldonMicroserviceException: 400 for a message over ``max_request_bytes``, one
+                JSON cannot carry (NaN or Infinity in a ``google.protobuf.Value``) or one
+                the check refuses (too deeply nested, malformed).
+        """
+        try:
+            check_size(message.ByteSize(), self.max_request_bytes, what="request message")
+            try:
+                body = seldon_message_to_json(message)
+            except json_format.Error as exc:
+                raise MessageError(f"the message cannot be read as JSON: {exc}") from exc
+            check(body, max_rows=self.max_rows)
+        except MessageTooLarge as exc:
+            metrics.REJECTED.labels("too_large").inc()
+            raise bad_request(str(exc)) from exc
+        except MessageError as exc:
+            metrics.REJECTED.labels("bad_message").inc()
+            raise bad_request(str(exc)) from exc
+        return body
 
     def _answer(self, body: Any) -> dict[str, Any]:
         try:
@@ -385,6 +409,24 @@ class ClosedLoopModel:
         }
 
     # -- feedback ---------------------------------------------------------------------
+    def send_feedback_raw(self, feedback: prediction_pb2.Feedback) -> Any:
+        """Check a gRPC feedback message before the wrapper converts it to numpy.
+
+        The wrapper hands every feedback message here first, as a ``Feedback`` proto.
+        A malformed one (ragged rows, a tensor whose shape does not match) would fail
+        in its conversion, before :meth:`send_feedback`, with an internal error. REST
+        bodies were checked by a Flask hook (a Flask request is in progress); gRPC
+        messages are checked here.
+
+        Raises:
+            SeldonMicroserviceException: 400 for a malformed gRPC message.
+            SeldonNotImplementedError: Otherwise, always: the wrapper then goes on as
+                without this method, and calls :meth:`send_feedback`.
+        """
+        if not has_request_context():
+            self._checked_grpc_message(feedback, check_feedback_message)
+        raise SeldonNotImplementedError("feedback is answered by send_feedback")
+
     def send_feedback(
         self,
         features: Any,

@@ -40,9 +40,8 @@ import requests
 from cloudevents.core.bindings.http import to_binary_event
 from cloudevents.core.v1.event import CloudEvent
 
-REQUEST_TYPE = "io.seldon.serving.inference.request"
-RESPONSE_TYPE = "io.seldon.serving.inference.response"
-FEEDBACK_TYPE = "io.seldon.serving.feedback"
+from closedloop.events import FEEDBACK_TYPE, REQUEST_TYPE, RESPONSE_TYPE
+
 PUID_HEADER = "Seldon-Puid"
 """Header carrying the request id the executor joins a request and its response on."""
 

@@ -108,9 +108,8 @@ class VersionWatcher:
             self._note_failure(LoadFailure(target, str(exc), permanent=pinned))
             return not pinned
         except (IntegrityError, RegistryError, ArtifactError) as exc:
-            # Registry messages name the model and version already; artifact ones do not.
-            where = f"{self.model_name} {target}: " if isinstance(exc, ArtifactError) else ""
-            failure = LoadFailure(target, f"refused: {where}{exc}", permanent=True)
+            # Their messages name the model and the version already.
+            failure = LoadFailure(target, f"refused: {exc}", permanent=True)
             self._refused[target] = failure
             self._note_failure(failure)
             return self.follows_champion

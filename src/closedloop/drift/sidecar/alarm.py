@@ -37,9 +37,10 @@ from typing import Any, Literal
 from closedloop.drift.policy import DriftPolicy
 from closedloop.drift.verdict import WindowVerdict, window_verdict
 from closedloop.errors import ClosedLoopError
+from closedloop.events import DRIFT_TYPE, REQUIRED_ATTRIBUTES
 from closedloop.quality.baseline import QualityError, QualityResult
 
-DRIFT_EVENT_TYPE = "io.closedloop.drift.detected"
+DRIFT_EVENT_TYPE = DRIFT_TYPE
 ALARM_SCHEMA_VERSION = 2
 _READABLE_SCHEMA_VERSIONS = (1, 2)
 _ID_NAMESPACE = uuid.UUID("6f1d0c4e-5a53-4c1b-9a57-0c3c1b5e8a21")
@@ -269,7 +270,7 @@ class DriftAlarm:
         from cloudevents.core.formats.json import JSONFormat
 
         lowered = {k.lower(): v for k, v in headers.items()}
-        missing = [a for a in ("id", "source", "type", "specversion") if not lowered.get(f"ce-{a}")]
+        missing = [a for a in REQUIRED_ATTRIBUTES if not lowered.get(f"ce-{a}")]
         if missing:
             raise AlarmError(
                 f"not a binary-mode CloudEvent: missing headers {['ce-' + m for m in missing]}"

@@ -16,16 +16,15 @@ is the message itself. Three types matter:
   ``meta.puid`` names it): archived as labelled rows for the retraining pipeline, and
   joined to its prediction for the quality windows (:func:`feedback_puid`).
 
-Payloads accepted (a Seldon ``SeldonMessage``):
-
-* ``{"data": {"names": [...], "ndarray": [[...], ...]}}`` (``names`` optional: then
-  columns are positional);
-* ``{"data": {"names": [...], "tensor": {"shape": [rows, cols], "values": [...]}}}``;
-* ``{"jsonData": {feature: value, ...}}`` or ``{"jsonData": [{feature: value, ...}, ...]}``.
-
-Every check failure raises :class:`EventRejected` with a message saying what was wrong;
-rows are checked and coerced with :func:`closedloop.ml.schema.check_frame`, the same
-function the model server uses.
+The types are :mod:`closedloop.events`'s, the ones the local request logger sends.
+Messages are read with :mod:`closedloop.serving.messages`, the model server's own
+parser: ``ndarray``, ``tensor`` or ``jsonData`` rows, ``names``, the labels of
+``truth``. A message it refuses is refused here with the same words, as
+:class:`EventRejected` (``payload``, or ``too_large`` past :data:`MAX_ROWS_PER_EVENT`);
+rows that do not fit the model are refused as ``schema``, checked and coerced with
+:func:`closedloop.ml.schema.check_frame`. A feedback's ``request`` may carry
+``jsonData`` records here (the server wants ``data``): the executor logs what the client
+sent, and its rows are still worth archiving.
 
 Traffic on the executor's gRPC port is logged too, with the same ``Ce-Type`` values,
 but its body is the protobuf-encoded message and its ``Content-Type`` (the event's
@@ -46,24 +45,50 @@ import numpy as np
 import pandas as pd
 
 from closedloop.drift.sidecar.errors import EventRejected
+from closedloop.events import (
+    FEEDBACK_TYPE,
+    REQUEST_TYPE,
+    REQUIRED_ATTRIBUTES,
+    RESPONSE_TYPE,
+    SELDON_EVENT_KINDS,
+    SPECVERSION,
+)
 from closedloop.ml.schema import InputSchema, SchemaError, check_frame
+from closedloop.serving.messages import (
+    MessageError,
+    MessageRows,
+    TooManyRows,
+    prediction_rows,
+    records_frame,
+    truth_labels,
+)
 
-REQUEST_TYPE = "io.seldon.serving.inference.request"
-RESPONSE_TYPE = "io.seldon.serving.inference.response"
-FEEDBACK_TYPE = "io.seldon.serving.feedback"
-EVENT_KINDS: Mapping[str, str] = {
-    REQUEST_TYPE: "request",
-    RESPONSE_TYPE: "response",
-    FEEDBACK_TYPE: "feedback",
-}
-REQUIRED_ATTRIBUTES: tuple[str, ...] = ("id", "source", "type", "specversion")
+__all__ = [
+    "EVENT_KINDS",
+    "FEEDBACK_TYPE",
+    "MAX_ROWS_PER_EVENT",
+    "PROTOBUF_CONTENT_TYPES",
+    "REQUEST_TYPE",
+    "RESPONSE_TYPE",
+    "EventEncoding",
+    "EventKind",
+    "ResponsePrediction",
+    "SeldonEvent",
+    "feedback_puid",
+    "feedback_rows",
+    "is_protobuf",
+    "parse_event",
+    "request_rows",
+    "response_prediction",
+]
+
+EVENT_KINDS = SELDON_EVENT_KINDS
 MAX_ROWS_PER_EVENT = 10_000
 PROTOBUF_CONTENT_TYPES = frozenset({"application/protobuf", "application/x-protobuf"})
 """Media types of a protobuf body: the Seldon executor's gRPC payloads (the first)."""
 
 EventKind = Literal["request", "response", "feedback"]
 EventEncoding = Literal["json", "protobuf"]
-_SCALARS = (str, int, float, bool, type(None))
 
 
 @dataclass(frozen=True)
@@ -125,9 +150,10 @@ def parse_event(headers: Mapping[str, str], body: bytes) -> SeldonEvent:
         event = from_http(HTTPMessage(lowered, body), JSONFormat())
     except (BaseCloudEventException, ValueError) as exc:
         raise EventRejected("attributes", f"invalid CloudEvent attributes: {exc}") from exc
-    if event.get_specversion() != "1.0":
+    if event.get_specversion() != SPECVERSION:
         raise EventRejected(
-            "attributes", f"unsupported specversion {event.get_specversion()!r}: use 1.0"
+            "attributes",
+            f"unsupported specversion {event.get_specversion()!r}: use {SPECVERSION}",
         )
     kind = EVENT_KINDS.get(event.get_type())
     if kind is None:
@@ -159,47 +185,34 @@ def is_protobuf(content_type: str | None) -> bool:
     return media_type in PROTOBUF_CONTENT_TYPES
 
 
-def request_rows(message: Any, schema: InputSchema, what: str = "request") -> pd.DataFrame:
+def request_rows(message: Any, schema: InputSchema, what: str = "") -> pd.DataFrame:
     """Check the rows of a Seldon message against the schema and coerce them.
 
     Args:
         message: The parsed ``SeldonMessage``.
         schema: The served version's input schema.
-        what: How to call the message in error messages.
+        what: Where the message sits (``feedback.request``), put before error
+            messages; empty for a request event, whose errors read as the server's.
 
     Returns:
         The coerced rows (the schema's feature columns, in order).
 
     Raises:
-        EventRejected: ``payload`` if the message has no rows in a supported form,
+        EventRejected: ``payload`` if the model server would refuse the message,
             ``too_large`` for more than :data:`MAX_ROWS_PER_EVENT` rows, ``schema`` if
             the rows do not match the schema.
     """
-    if not isinstance(message, Mapping):
-        raise EventRejected("payload", f"the {what} must be a JSON object (a Seldon message)")
-    if "data" in message:
-        names, rows = _data_rows(message["data"], what)
-        frame_or_rows: Any = rows
-    elif "jsonData" in message:
-        names, frame_or_rows = None, _json_rows(message["jsonData"], schema, what)
-    else:
-        present = sorted(message)
-        raise EventRejected(
-            "payload",
-            f"the {what} has no rows: expected 'data' (ndarray or tensor) or 'jsonData', "
-            f"got keys {present}",
-        )
-    count = len(frame_or_rows)
-    if count > MAX_ROWS_PER_EVENT:
-        raise EventRejected(
-            "too_large", f"the {what} holds {count} rows; at most {MAX_ROWS_PER_EVENT} per event"
-        )
+    rows = _message_rows(message, what)
     try:
-        return check_frame(frame_or_rows, schema, names).frame
-    except SchemaError as exc:
+        if rows.records is not None:
+            checked = check_frame(records_frame(rows.records, schema.feature_names), schema)
+        else:
+            checked = check_frame(rows.rows or [], schema, rows.names)
+    except (MessageError, SchemaError) as exc:
         raise EventRejected(
-            "schema", f"the {what} does not match the model's schema: {exc}"
+            "schema", f"{what or 'the request'} does not match the model's schema: {exc}"
         ) from exc
+    return checked.frame
 
 
 def feedback_rows(message: Any, schema: InputSchema) -> tuple[pd.DataFrame, pd.Series]:
@@ -220,8 +233,16 @@ def feedback_rows(message: Any, schema: InputSchema) -> tuple[pd.DataFrame, pd.S
         raise EventRejected(
             "payload", "a feedback message needs 'request' (the features) and 'truth' (the labels)"
         )
-    frame = request_rows(message["request"], schema, what="feedback request")
-    labels = _truth_labels(message["truth"], len(frame), schema)
+    frame = request_rows(message["request"], schema, what="feedback.request")
+    try:
+        truth = truth_labels(message["truth"], max_rows=MAX_ROWS_PER_EVENT)
+    except MessageError as exc:
+        raise _rejected(exc, "") from exc
+    if len(truth) != len(frame):
+        raise EventRejected(
+            "schema", f"the feedback has {len(frame)} feature rows but {len(truth)} truth labels"
+        )
+    labels = [_label(v, i, schema) for i, v in enumerate(truth)]
     return frame, pd.Series(labels, index=frame.index, name=schema.target)
 
 
@@ -259,13 +280,13 @@ def response_prediction(message: Any, schema: InputSchema) -> ResponsePrediction
         raise EventRejected("payload", "the response has no 'data' (ndarray or tensor) scores")
     data = message["data"]
     ndarray = data.get("ndarray") if isinstance(data, Mapping) else None
-    flat = isinstance(ndarray, list) and all(isinstance(v, _SCALARS) for v in ndarray)
+    flat = isinstance(ndarray, list) and not any(isinstance(v, list) for v in ndarray)
     rows: Any
     if flat and schema.task == "regression":
         # A regressor answers a 1-D array: one prediction per row.
         rows = [[v] for v in ndarray]  # type: ignore[union-attr]
     else:
-        _, rows = _data_rows(data, "response")
+        rows = _message_rows(message, "response").rows
     try:
         scores = np.asarray(rows, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -310,111 +331,21 @@ def feedback_puid(message: Any) -> str | None:
     return puid if isinstance(puid, str) and puid else None
 
 
-def _data_rows(data: Any, what: str) -> tuple[list[str] | None, list[list[Any]]]:
-    if not isinstance(data, Mapping):
-        raise EventRejected("payload", f"the {what}'s 'data' must be a JSON object")
-    names = data.get("names")
-    if names is not None and (
-        not isinstance(names, list) or not all(isinstance(n, str) for n in names)
-    ):
-        raise EventRejected("payload", f"the {what}'s 'data.names' must be a list of strings")
-    if "ndarray" in data:
-        rows = _ndarray_rows(data["ndarray"], what)
-    elif "tensor" in data:
-        rows = _tensor_rows(data["tensor"], what)
-    else:
-        raise EventRejected(
-            "payload",
-            f"the {what}'s 'data' has neither 'ndarray' nor 'tensor' (got {sorted(data)})",
-        )
-    return (names or None), rows
+def _where(what: str) -> str:
+    return f"{what}: " if what else ""
 
 
-def _ndarray_rows(ndarray: Any, what: str) -> list[list[Any]]:
-    if not isinstance(ndarray, list) or not ndarray:
-        raise EventRejected("payload", f"the {what}'s 'data.ndarray' must be a non-empty list")
-    if all(isinstance(v, _SCALARS) for v in ndarray):
-        ndarray = [ndarray]
-    width = None
-    for i, row in enumerate(ndarray):
-        if not isinstance(row, list) or not all(isinstance(v, _SCALARS) for v in row):
-            raise EventRejected(
-                "payload",
-                f"the {what}'s 'data.ndarray' row {i} is not a flat list of numbers/strings",
-            )
-        if width is None:
-            width = len(row)
-        elif len(row) != width:
-            raise EventRejected(
-                "payload",
-                f"the {what}'s 'data.ndarray' is ragged: row 0 has {width} values, row {i} has {len(row)}",
-            )
-    return ndarray
+def _rejected(exc: MessageError, what: str) -> EventRejected:
+    """The sidecar's refusal of a message the model server refuses, in the same words."""
+    reason = "too_large" if isinstance(exc, TooManyRows) else "payload"
+    return EventRejected(reason, f"{_where(what)}{exc}")
 
 
-def _tensor_rows(tensor: Any, what: str) -> list[list[Any]]:
-    if not isinstance(tensor, Mapping):
-        raise EventRejected("payload", f"the {what}'s 'data.tensor' must be a JSON object")
-    shape, values = tensor.get("shape"), tensor.get("values")
-    if (
-        not isinstance(shape, list)
-        or len(shape) != 2
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in shape)
-        or not isinstance(values, list)
-        or len(values) != shape[0] * shape[1]
-        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
-    ):
-        raise EventRejected(
-            "payload",
-            f"the {what}'s 'data.tensor' needs shape [rows, cols] and rows*cols numeric values",
-        )
-    return np.asarray(values, dtype=float).reshape(shape).tolist()
-
-
-def _json_rows(json_data: Any, schema: InputSchema, what: str) -> pd.DataFrame:
-    records = [json_data] if isinstance(json_data, Mapping) else json_data
-    if not isinstance(records, list) or not records:
-        raise EventRejected(
-            "payload",
-            f"the {what}'s 'jsonData' must be an object or a non-empty list of objects",
-        )
-    expected = list(schema.feature_names)
-    wanted = set(expected)
-    for i, record in enumerate(records):
-        if not isinstance(record, Mapping):
-            raise EventRejected("payload", f"the {what}'s 'jsonData' item {i} is not an object")
-        keys = set(record)
-        if keys != wanted:
-            raise EventRejected(
-                "schema",
-                f"the {what}'s 'jsonData' item {i}: missing {sorted(wanted - keys)}, "
-                f"unexpected {sorted(keys - wanted)} (expected {expected})",
-            )
-        if not all(isinstance(record[k], _SCALARS) for k in expected):
-            raise EventRejected(
-                "payload", f"the {what}'s 'jsonData' item {i} holds a non-scalar value"
-            )
-    return pd.DataFrame([[r[k] for k in expected] for r in records], columns=expected, dtype=object)
-
-
-def _truth_labels(truth: Any, n_rows: int, schema: InputSchema) -> list[Any]:
-    if not isinstance(truth, Mapping):
-        raise EventRejected("payload", "the feedback 'truth' must be a Seldon message")
-    values: Any
-    if isinstance(truth.get("data"), Mapping) and "ndarray" in truth["data"]:
-        values = truth["data"]["ndarray"]
-    elif "jsonData" in truth:
-        values = truth["jsonData"]
-    else:
-        raise EventRejected("payload", "the feedback 'truth' needs 'data.ndarray' or 'jsonData'")
-    if not isinstance(values, list):
-        values = [values]
-    flat = [v[0] if isinstance(v, list) and len(v) == 1 else v for v in values]
-    if len(flat) != n_rows:
-        raise EventRejected(
-            "schema", f"the feedback has {n_rows} feature rows but {len(flat)} truth labels"
-        )
-    return [_label(v, i, schema) for i, v in enumerate(flat)]
+def _message_rows(message: Any, what: str) -> MessageRows:
+    try:
+        return prediction_rows(message, max_rows=MAX_ROWS_PER_EVENT)
+    except MessageError as exc:
+        raise _rejected(exc, what) from exc
 
 
 def _label(value: Any, position: int, schema: InputSchema) -> Any:

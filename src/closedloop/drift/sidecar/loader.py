@@ -1,4 +1,9 @@
-"""Load the drift detector fitted with the served model version, digest-checked."""
+"""Load the drift detector fitted with the served model version, digest-checked.
+
+The version is read as every other process reads one
+(:func:`closedloop.serving.loading.fetch_version`: digests, then schema); its errors
+become :class:`~closedloop.drift.sidecar.errors.ModelLoadError` here.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,8 @@ from closedloop.drift.sidecar.errors import ModelLoadError
 from closedloop.ml.schema import InputSchema
 from closedloop.quality import QUALITY_BASELINE_FILE, QualityBaseline, QualityError
 from closedloop.registry import Registry, RegistryError
-from closedloop.registry.layout import DETECTOR_DIR, SCHEMA_FILE
+from closedloop.registry.layout import DETECTOR_DIR
+from closedloop.serving.loading import ArtifactError, fetch_version
 from closedloop.storage import StorageError, Store
 
 log = logging.getLogger(__name__)
@@ -54,32 +60,26 @@ def load_served_detector(
         none: it was registered before baselines were written).
 
     Raises:
-        ModelLoadError: If the version is missing, a digest differs, the detector
-            directory is incomplete, or the quality baseline is malformed.
+        ModelLoadError: If the version is missing, a digest differs, the schema is
+            not valid, the detector directory is incomplete, or the quality baseline
+            is malformed.
     """
     registry = Registry(store, registry_uri)
     with tempfile.TemporaryDirectory(prefix="closedloop-sidecar-") as tmp:
         try:
-            local = registry.fetch(model_name, version, tmp)
-        except (RegistryError, StorageError) as exc:
+            files = fetch_version(registry, model_name, version, tmp, pipeline=False)
+        except (RegistryError, StorageError, ArtifactError) as exc:
             raise ModelLoadError(
-                f"cannot fetch {model_name} {version} from {registry_uri}: {exc}"
+                f"cannot load {model_name} {version} from {registry_uri}: {exc}"
             ) from exc
-        detector_dir = Path(local.path) / DETECTOR_DIR
         try:
-            detector = load_detector_dir(detector_dir)
+            detector = load_detector_dir(files.path / DETECTOR_DIR)
         except (OSError, ValueError) as exc:
             raise ModelLoadError(
-                f"{model_name} {local.version} has no usable drift detector in {DETECTOR_DIR}/: {exc}"
+                f"{model_name} {files.version} has no usable drift detector in {DETECTOR_DIR}/: {exc}"
             ) from exc
-        schema_path = Path(local.path) / SCHEMA_FILE
-        schema = (
-            InputSchema.from_json(schema_path.read_text())
-            if schema_path.exists()
-            else detector.schema
-        )
-        baseline = _quality_baseline(Path(local.path), model_name, local.version)
-    return ServedDetector(model_name, local.version, detector, schema, baseline)
+        baseline = _quality_baseline(files.path, model_name, files.version)
+    return ServedDetector(model_name, files.version, detector, files.schema, baseline)
 
 
 def _quality_baseline(version_dir: Path, model_name: str, version: str) -> QualityBaseline | None:
