@@ -26,6 +26,7 @@ only.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -83,6 +84,18 @@ class NumericRule:
         self.maximum = np.array(
             [np.inf if s.maximum is None else float(s.maximum) for s in specs], dtype=np.float64
         )
+        self._per_column = list(
+            zip(
+                self.fill.tolist(),
+                self.low.tolist(),
+                self.high.tolist(),
+                self.low_to.tolist(),
+                self.high_to.tolist(),
+                self.minimum.tolist(),
+                self.maximum.tolist(),
+                strict=True,
+            )
+        )
 
     def apply(self, block: np.ndarray) -> np.ndarray:
         """Apply the rule to an ``(n, k)`` float64 block; returns a new block.
@@ -99,6 +112,26 @@ class NumericRule:
         out = np.where(out > self.high, self.high_to, out)
         finite = np.isfinite(out)
         return np.where(finite, np.clip(out, self.minimum, self.maximum), out)
+
+    def apply_one(self, row: list[float]) -> list[float]:
+        """:meth:`apply` for one row of Python floats, without numpy (a request's row).
+
+        The same rule, step for step; a test proves the two equal.
+        """
+        out = []
+        for value, (fill, low, high, low_to, high_to, minimum, maximum) in zip(
+            row, self._per_column, strict=True
+        ):
+            if not math.isfinite(value) and fill == fill:  # NaN != NaN: no fill
+                value = fill
+            if value < low:
+                value = low_to
+            elif value > high:
+                value = high_to
+            if math.isfinite(value):
+                value = minimum if value < minimum else maximum if value > maximum else value
+            out.append(value)
+        return out
 
 
 def apply_fitted(spec: FittedColumn, values: np.ndarray) -> np.ndarray:
@@ -126,7 +159,7 @@ def apply_fitted(spec: FittedColumn, values: np.ndarray) -> np.ndarray:
         return out
     out = np.array(values, dtype=object)
     if spec.fill is not None:
-        # `v != v` is true only for NaN.
-        missing = np.fromiter((v is None or v != v for v in out), dtype=bool, count=len(out))
+        # Elementwise in C: `v != v` is true only for NaN; `v == None` only for None.
+        missing = (out != out) | np.equal(out, None)
         out[missing] = str(spec.fill)
     return out

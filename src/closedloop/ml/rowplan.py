@@ -35,6 +35,7 @@ This module is imported by the model server: numpy, pandas and the standard libr
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -78,6 +79,7 @@ _REASON_TEXT = {
 # Requests up to this many rows are coerced value by value (no numpy per column).
 _PER_VALUE_ROWS = 64
 _MAX_SHOWN = 3
+_ROW_TYPES = frozenset({list, tuple, np.ndarray})
 _NAT = np.iinfo(np.int64).min
 
 
@@ -161,6 +163,16 @@ class CheckedRows:
                 columns[spec.name] = self.datetime[spec.name]
         return pd.DataFrame(columns)
 
+    def slice(self, start: int, stop: int) -> CheckedRows:
+        """Rows ``start:stop`` (their errors and unknown counts are not carried)."""
+        return CheckedRows(
+            self.schema,
+            self.numeric_names,
+            self.numeric[start:stop],
+            {k: v[start:stop] for k, v in self.categorical.items()},
+            {k: v[start:stop] for k, v in self.datetime.items()},
+        )
+
     def raise_for_errors(self) -> None:
         """Refuse the whole input if a row was refused (what the server does).
 
@@ -225,6 +237,9 @@ class RowPlan:
         self._rule = NumericRule(specs)
         self._nullable = np.array([s.nullable for s in specs], dtype=bool)
         self._categorical = [c for c in schema.columns if c.kind == "categorical"]
+        self._allowed = {
+            c.name: frozenset(c.allowed) for c in self._categorical if c.allowed is not None
+        }
         self._datetime = [c for c in schema.columns if c.kind == "datetime"]
 
     # -- entry points ---------------------------------------------------------------
@@ -239,12 +254,12 @@ class RowPlan:
         """
         if not rows:
             raise SchemaError("empty input: no rows to predict")
-        if not all(isinstance(row, list | tuple | np.ndarray) for row in rows):
+        if not set(map(type, rows)) <= _ROW_TYPES:
             raise SchemaError("rows have different lengths: expected one array per row")
         width = len(rows[0])
         if any(isinstance(value, list | tuple | np.ndarray) for value in rows[0]):
             raise SchemaError("expected a 2-D array of rows, got 3 dimensions")
-        if any(len(row) != width for row in rows):
+        if len(set(map(len, rows))) != 1:
             raise SchemaError("rows have different lengths")
         self._check_names(width, names)
         return self._check_columns([list(column) for column in zip(*rows, strict=True)])
@@ -335,40 +350,18 @@ class RowPlan:
                     position = self._position[column]
                     bad_rows[i] = RowError(i, column, reason, _shown(raw[i]), position)
 
-        numeric = np.empty((n, len(self._numeric_specs)), dtype=np.float64)
-        not_number = np.zeros((n, len(self._numeric_specs)), dtype=bool)
-        for j, (spec, position) in enumerate(
-            zip(self._numeric_specs, self._numeric_positions, strict=True)
-        ):
-            raw = columns[position]
-            boolean = spec.kind == "boolean"
-            if small:
-                for i, value in enumerate(raw):
-                    number = _number(value, boolean)
-                    if number is None:
-                        not_number[i, j] = True
-                        numeric[i, j] = np.nan
-                    else:
-                        numeric[i, j] = number
-            else:
-                numeric[:, j], not_number[:, j] = coerce_numbers(np.asarray(raw), boolean)
-        numeric, reasons = self._clean_numeric(numeric, not_number)
-        if reasons is not None:
-            for j, spec in enumerate(self._numeric_specs):
-                column_reasons = reasons[:, j]
-                for i in np.flatnonzero(column_reasons).tolist():
-                    refuse(
-                        i,
-                        spec.name,
-                        REASONS[column_reasons[i] - 1],
-                        columns[self._numeric_positions[j]],
-                    )
+        if n == 1:
+            numeric = self._numeric_one(columns, refuse)
+        else:
+            numeric = self._numeric_block(columns, small, refuse)
 
         categorical: dict[str, np.ndarray] = {}
         for spec in self._categorical:
             raw = columns[self._position[spec.name]]
             values = _category_texts(raw, small)
-            if spec.fill is not None:
+            if small and all(type(v) is str for v in values.tolist()):
+                pass  # nothing missing: a request's usual case, no array work
+            elif spec.fill is not None:
                 values = apply_fitted(spec, values)
             elif not spec.nullable:
                 missing = np.fromiter((not isinstance(v, str) for v in values), bool, count=n)
@@ -418,9 +411,70 @@ class RowPlan:
             numeric,
             categorical,
             datetimes,
-            _count_unknown(self.schema, categorical),
+            _count_unknown(self.schema, categorical, self._allowed),
             errors,
         )
+
+    def _numeric_block(self, columns: Sequence[Any], small: bool, refuse: Any) -> np.ndarray:
+        n = len(columns[0])
+        numeric = np.empty((n, len(self._numeric_specs)), dtype=np.float64)
+        not_number = np.zeros((n, len(self._numeric_specs)), dtype=bool)
+        for j, (spec, position) in enumerate(
+            zip(self._numeric_specs, self._numeric_positions, strict=True)
+        ):
+            raw = columns[position]
+            boolean = spec.kind == "boolean"
+            if small:
+                for i, value in enumerate(raw):
+                    number = _number(value, boolean)
+                    if number is None:
+                        not_number[i, j] = True
+                        numeric[i, j] = np.nan
+                    else:
+                        numeric[i, j] = number
+            else:
+                numeric[:, j], not_number[:, j] = coerce_numbers(np.asarray(raw), boolean)
+        numeric, reasons = self._clean_numeric(numeric, not_number)
+        if reasons is not None:
+            for j, spec in enumerate(self._numeric_specs):
+                column_reasons = reasons[:, j]
+                for i in np.flatnonzero(column_reasons).tolist():
+                    refuse(
+                        i,
+                        spec.name,
+                        REASONS[column_reasons[i] - 1],
+                        columns[self._numeric_positions[j]],
+                    )
+        return numeric
+
+    def _numeric_one(self, columns: Sequence[Any], refuse: Any) -> np.ndarray:
+        """:meth:`_numeric_block` for a single row, in plain Python (same decisions)."""
+        raws = [columns[position][0] for position in self._numeric_positions]
+        numbers = [
+            _number(raw, spec.kind == "boolean")
+            for raw, spec in zip(raws, self._numeric_specs, strict=True)
+        ]
+        row = [math.nan if number is None else number for number in numbers]
+        cleaned = self._rule.apply_one(row)
+        for j, (spec, number, value) in enumerate(
+            zip(self._numeric_specs, numbers, cleaned, strict=True)
+        ):
+            if number is None:
+                reason = REASON_NOT_A_NUMBER
+            elif not math.isfinite(number) and spec.fill is None:
+                if math.isnan(number):
+                    if spec.nullable:
+                        continue
+                    reason = REASON_MISSING
+                else:
+                    reason = REASON_INFINITE
+            elif spec.kind == "boolean" and value not in (0.0, 1.0) and value == value:
+                reason = REASON_NOT_A_BOOLEAN
+            else:
+                continue
+            cleaned[j] = math.nan
+            refuse(0, spec.name, reason, [raws[j]])
+        return np.array([cleaned], dtype=np.float64).reshape(1, len(self._numeric_specs))
 
     def _clean_numeric(
         self, numeric: np.ndarray, not_number: np.ndarray
@@ -474,13 +528,17 @@ def _category_texts(raw: Any, small: bool) -> np.ndarray:
     return out
 
 
-def _count_unknown(schema: InputSchema, categorical: Mapping[str, np.ndarray]) -> dict[str, int]:
+def _count_unknown(
+    schema: InputSchema,
+    categorical: Mapping[str, np.ndarray],
+    allowed_sets: Mapping[str, frozenset[str]] | None = None,
+) -> dict[str, int]:
     counts: dict[str, int] = {}
     for spec in schema.columns:
         if spec.kind != "categorical" or spec.allowed is None:
             continue
         values = categorical[spec.name]
-        allowed = frozenset(spec.allowed)
+        allowed = (allowed_sets or {}).get(spec.name) or frozenset(spec.allowed)
         if len(values) > _PER_VALUE_ROWS:
             codes, uniques = pd.factorize(values)
             unknown_code = np.array(

@@ -55,9 +55,6 @@ SUPPORTED_HINT = (
 )
 _SCALARS = (str, int, float, bool, type(None))
 _MAX_SHOWN = 3
-# Python's json parses 1e999 as inf (caught later) but keeps huge integers exact, and
-# float() of those overflows: refuse them as values no model column can hold.
-_LARGEST_INT = int(np.finfo(np.float64).max)
 MAX_NESTING = 20
 """Deepest nesting of arrays and objects accepted in a message (the message is level 1)."""
 _CONTAINERS = (dict, list, tuple)
@@ -142,8 +139,6 @@ def _check_scalar(value: Any, where: str) -> None:
             f"{where} is a JSON {_kind(value)}; every value must be a number, string, "
             "boolean or null"
         )
-    if isinstance(value, int) and abs(value) > _LARGEST_INT:
-        raise MessageError(f"{where} is a number too large for a 64-bit float")
 
 
 def _check_rows_limit(count: int, max_rows: int, what: str) -> None:
@@ -154,13 +149,16 @@ def _check_rows_limit(count: int, max_rows: int, what: str) -> None:
         )
 
 
-def check_data(data: Any, *, max_rows: int, what: str = "data") -> int:
+def check_data(
+    data: Any, *, max_rows: int, what: str = "data", flat_rows: frozenset[int] = frozenset()
+) -> int:
     """Check a ``data`` object (``names`` + ``ndarray`` or ``tensor``).
 
     Args:
         data: The value of the ``data`` key.
         max_rows: Most rows accepted.
         what: How to call it in messages.
+        flat_rows: Arrays :func:`check_nesting` found to be rows of plain values.
 
     Returns:
         The number of rows.
@@ -182,7 +180,7 @@ def check_data(data: Any, *, max_rows: int, what: str = "data") -> int:
     if encodings[0] == "tensor":
         rows = _check_tensor(data["tensor"], f"{what}.tensor")
     else:
-        rows = _check_ndarray(data["ndarray"], f"{what}.ndarray")
+        rows = _check_ndarray(data["ndarray"], f"{what}.ndarray", flat_rows)
     if rows == 0:
         raise MessageError(f"empty input: {what} holds no rows to predict")
     _check_rows_limit(rows, max_rows, what)
@@ -200,22 +198,19 @@ def _well_formed_rows(array: list[Any]) -> bool:
     """
     if set(map(type, array)) != {list} or len(set(map(len, array))) != 1:
         return False
-    types = set(map(type, itertools.chain.from_iterable(array)))
-    if not types <= _SCALAR_TYPES:
-        return False
-    if int in types:
-        ints = [v for row in array for v in row if type(v) is int]
-        return min(ints) >= -_LARGEST_INT and max(ints) <= _LARGEST_INT
-    return True
+    return set(map(type, itertools.chain.from_iterable(array))) <= _SCALAR_TYPES
 
 
-def _check_ndarray(array: Any, what: str) -> int:
+def _check_ndarray(array: Any, what: str, flat_rows: frozenset[int] = frozenset()) -> int:
     if not isinstance(array, list):
         raise MessageError(f"{what} must be an array of rows, got a JSON {_kind(array)}")
     if not array:
         return 0
-    if len(array) > _FAST_ROWS and _well_formed_rows(array):
-        return len(array) if array[0] else 0
+    if len(array) > _FAST_ROWS:
+        # check_nesting saw these rows hold plain values only: their lengths are left.
+        known = id(array) in flat_rows and len(set(map(len, array))) == 1
+        if known or _well_formed_rows(array):
+            return len(array) if array[0] else 0
     if all(not isinstance(item, list) for item in array):
         for j, value in enumerate(array):
             _check_scalar(value, f"{what}[{j}]")
@@ -331,27 +326,42 @@ def _too_deep(limit: int) -> MessageError:
     )
 
 
-def check_nesting(message: Any, limit: int = MAX_NESTING) -> None:
+def check_nesting(message: Any, limit: int = MAX_NESTING) -> frozenset[int]:
     """Refuse a parsed message whose arrays and objects nest deeper than *limit*.
 
     Walks the message level by level, not recursively, so any depth is safe to check.
+
+    Returns:
+        The ``id`` of every array found to hold only arrays of plain values (rows),
+        so the row checks need not look at those values again.
 
     Raises:
         MessageError: If it is too deep.
     """
     level = [message] if isinstance(message, _CONTAINERS) else []
     depth = 1
+    flat_rows: set[int] = set()
     while level:
         deeper: list[Any] = []
         for node in level:
             children = node.values() if isinstance(node, dict) else node
-            # Rows of plain values (most of a big request): one pass in C, nothing below.
-            if set(map(type, children)) <= _SCALAR_TYPES:
+            # Plain values, or rows of plain values (most of a big request): one pass
+            # in C over them, nothing below.
+            types = set(map(type, children))
+            if types <= _SCALAR_TYPES:
+                continue
+            if types == {list} and (
+                set(map(type, itertools.chain.from_iterable(children))) <= _SCALAR_TYPES
+            ):
+                if depth + 1 >= limit:
+                    raise _too_deep(limit)
+                flat_rows.add(id(node))
                 continue
             deeper.extend([child for child in children if isinstance(child, _CONTAINERS)])
         if deeper and depth >= limit:
             raise _too_deep(limit)
         level, depth = deeper, depth + 1
+    return frozenset(flat_rows)
 
 
 def parse_json(raw: bytes | str) -> Any:
@@ -385,7 +395,7 @@ def check_prediction_message(body: Any, *, max_rows: int) -> int:
             that is not an object, nested deeper than :data:`MAX_NESTING`, no payload,
             several payloads, and ``strData``, ``binData`` or ``customData`` payloads.
     """
-    check_nesting(body)
+    flat_rows = check_nesting(body)
     if not isinstance(body, Mapping):
         raise MessageError(
             f"the request must be a JSON object (a Seldon message), got a JSON {_kind(body)}; "
@@ -398,7 +408,7 @@ def check_prediction_message(body: Any, *, max_rows: int) -> int:
     if len(payloads) > 1:
         raise MessageError(f"the request holds several payloads {payloads}: send exactly one")
     if payloads[0] == "data":
-        return check_data(body["data"], max_rows=max_rows)
+        return check_data(body["data"], max_rows=max_rows, flat_rows=flat_rows)
     if payloads[0] == "jsonData":
         return check_json_data(body["jsonData"], max_rows=max_rows)
     raise MessageError(f"{payloads[0]} payloads are not supported; {SUPPORTED_HINT}")

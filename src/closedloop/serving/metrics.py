@@ -132,11 +132,12 @@ def record_prediction(
     seconds: float,
 ) -> None:
     """Count one answered prediction request."""
-    PREDICTION_REQUESTS.labels(version).inc()
-    PREDICTED_ROWS.labels(version).inc(len(output))
+    requests, rows, duration, classes = _version_series(version, class_names)
+    requests.inc()
+    rows.inc(len(output))
     if class_names:
         if len(output) == 1:
-            PREDICTED_CLASS.labels(version, class_names[int(output[0].argmax())]).inc()
+            classes[int(output[0].argmax())].inc()
         else:
             counts = np.bincount(output.argmax(axis=1), minlength=len(class_names))
             for name, count in zip(class_names, counts.tolist(), strict=True):
@@ -144,7 +145,25 @@ def record_prediction(
                     PREDICTED_CLASS.labels(version, name).inc(count)
     for column, count in unknown.items():
         UNKNOWN_CATEGORIES.labels(version, column).inc(count)
-    PREDICT_DURATION.labels(version).observe(seconds)
+    duration.observe(seconds)
+
+
+_SERIES: dict[tuple[str, tuple[str, ...]], tuple] = {}
+
+
+def _version_series(version: str, class_names: list[str] | None) -> tuple:
+    """The labelled series of one version, looked up once (labels() costs a lock and a dict)."""
+    key = (version, tuple(class_names or ()))
+    series = _SERIES.get(key)
+    if series is None:
+        series = (
+            PREDICTION_REQUESTS.labels(version),
+            PREDICTED_ROWS.labels(version),
+            PREDICT_DURATION.labels(version),
+            [PREDICTED_CLASS.labels(version, name) for name in class_names or ()],
+        )
+        _SERIES[key] = series
+    return series
 
 
 class FeedbackQuality:

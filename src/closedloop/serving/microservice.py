@@ -51,7 +51,8 @@ def _prepare_multiprocess_dir() -> str:
     return directory
 
 
-def _serve_closedloop_metrics(directory: str) -> None:
+def serve_closedloop_metrics(directory: str) -> None:
+    """Patch Seldon's metrics: serve ours from *directory*, skip empty updates."""
     from prometheus_client import CollectorRegistry, exposition, multiprocess
     from seldon_core import metrics as seldon_metrics
 
@@ -150,7 +151,7 @@ def _bind_to(host: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Run Seldon's microservice with the changes in the module docstring."""
     directory = _prepare_multiprocess_dir()
-    _serve_closedloop_metrics(directory)
+    serve_closedloop_metrics(directory)
     _answer_grpc_errors_with_statuses()
     host = os.environ.get(BIND_HOST_ENV, "").strip()
     if host:

@@ -126,6 +126,8 @@ REASON_REFUSED = "MODEL_REFUSED"
 REASON_INTERNAL = "MICROSERVICE_INTERNAL_ERROR"
 
 MAX_EXPLAINED_ROWS = 100
+# Answers up to this many rows are built from Python lists (cheaper for a few rows).
+_LIST_ROWS = 64
 
 _TRUE_FLAGS = (True, 1, "true", "True", "TRUE", "1", "yes")
 _FALSE_FLAGS = (False, 0, "false", "False", "FALSE", "0", "no", None)
@@ -133,6 +135,17 @@ _FALSE_FLAGS = (False, 0, "false", "False", "FALSE", "0", "no", None)
 
 def _text(value: Any) -> str:
     return "" if value is None else str(value).strip()
+
+
+def _plain_lists(answer: dict[str, Any]) -> dict[str, Any]:
+    """The answer with numpy arrays as lists (protobuf takes no numpy)."""
+    data = answer["data"]
+    if isinstance(data.get("ndarray"), np.ndarray):
+        data["ndarray"] = data["ndarray"].tolist()
+    tensor = data.get("tensor")
+    if tensor is not None and isinstance(tensor["values"], np.ndarray):
+        tensor["values"] = tensor["values"].tolist()
+    return answer
 
 
 def _flag(value: Any) -> bool:
@@ -288,7 +301,7 @@ class ClosedLoopModel:
         if isinstance(request, prediction_pb2.SeldonMessage):
             # REST bodies were checked by a Flask hook; gRPC ones arrive here directly.
             body = self._checked_grpc_message(request, check_prediction_message)
-            return json_to_seldon_message(self._answer(body))
+            return json_to_seldon_message(_plain_lists(self._answer(body)))
         return self._answer(request)
 
     def _checked_grpc_message(self, message: Any, check: Callable[..., object]) -> dict[str, Any]:
@@ -384,10 +397,15 @@ class ClosedLoopModel:
         meta: Mapping[str, Any] | None,
     ) -> dict[str, Any]:
         """Build the answer as the wrapper's ``construct_response_json`` would."""
+        # A large answer stays a numpy array: the app's JSON provider (orjson) writes it
+        # directly, far faster than a list of Python floats. predict_raw turns it into
+        # lists for a gRPC answer.
+        values = np.ascontiguousarray(output) if len(output) > _LIST_ROWS else output.tolist()
         if encoding == "ndarray":
-            data: dict[str, Any] = {"ndarray": output.tolist()}
+            data: dict[str, Any] = {"ndarray": values}
         else:
-            data = {"tensor": {"values": output.ravel().tolist(), "shape": list(output.shape)}}
+            flat = values.ravel() if isinstance(values, np.ndarray) else output.ravel().tolist()
+            data = {"tensor": {"values": flat, "shape": list(output.shape)}}
         data["names"] = served.class_names if served.classification else []
         out_meta: dict[str, Any] = {"tags": tags}
         puid = (meta or {}).get("puid")

@@ -63,3 +63,25 @@ def test_the_rule_imports_numpy_only():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == ""
+
+
+def test_the_one_row_rule_equals_the_block_rule():
+    from closedloop.ml.cleaning_rules import NumericRule
+    from closedloop.ml.schema import ColumnSpec
+
+    specs = [
+        ColumnSpec(
+            "a", "numeric", minimum=0.0, maximum=100.0, fill=5.0, clip=(1.0, 50.0, 2.0, 40.0)
+        ),
+        ColumnSpec("b", "numeric", nullable=True),
+        ColumnSpec("c", "numeric", minimum=-10.0, maximum=10.0),
+        ColumnSpec("d", "boolean", fill=1.0),
+    ]
+    rule = NumericRule(specs)
+    rng = np.random.default_rng(3)
+    choices = [np.nan, np.inf, -np.inf, 0.0, 1.0, 0.5, -1e308, 1e308, 45.0, 60.0, -20.0, 3.0]
+    block = rng.choice(choices, size=(500, 4))
+    expected = rule.apply(block)
+    for row, want in zip(block.tolist(), expected.tolist(), strict=True):
+        got = rule.apply_one(row)
+        assert np.array_equal(np.array(got), np.array(want), equal_nan=True), (row, got, want)
