@@ -6,6 +6,7 @@ import typer
 
 from closedloop.cli import backtest as backtest_commands
 from closedloop.cli import demo as demo_commands
+from closedloop.cli import registry as registry_commands
 from closedloop.cli import run as run_commands
 from closedloop.cli import serve as serve_commands
 from closedloop.cli import sidecar as sidecar_commands
@@ -28,6 +29,7 @@ sidecar_commands.register(app)
 trigger_commands.register(app)
 demo_commands.register(app)
 backtest_commands.register(app)
+registry_commands.register(app)
 
 
 @app.command()

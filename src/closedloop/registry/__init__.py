@@ -2,8 +2,10 @@
 
 from closedloop.registry.registry import (
     CHAMPION_ALIAS,
+    GC_MIN_AGE_SECONDS,
     ChampionPointer,
     FileEntry,
+    GarbageDecision,
     IntegrityError,
     Lineage,
     LocalVersion,
@@ -11,13 +13,18 @@ from closedloop.registry.registry import (
     Registry,
     RegistryError,
     VersionNotFoundError,
+    VersionState,
+    VersionStatus,
     code_version,
+    format_span,
 )
 
 __all__ = [
     "CHAMPION_ALIAS",
+    "GC_MIN_AGE_SECONDS",
     "ChampionPointer",
     "FileEntry",
+    "GarbageDecision",
     "IntegrityError",
     "Lineage",
     "LocalVersion",
@@ -25,5 +32,8 @@ __all__ = [
     "Registry",
     "RegistryError",
     "VersionNotFoundError",
+    "VersionState",
+    "VersionStatus",
     "code_version",
+    "format_span",
 ]

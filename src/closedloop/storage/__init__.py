@@ -10,7 +10,14 @@ from closedloop.storage.errors import (
     StorageUnavailableError,
 )
 from closedloop.storage.settings import S3Settings
-from closedloop.storage.store import Location, Store, join_uri, sha256_bytes, sha256_file
+from closedloop.storage.store import (
+    Location,
+    ObjectInfo,
+    Store,
+    join_uri,
+    sha256_bytes,
+    sha256_file,
+)
 
 __all__ = [
     "AccessDeniedError",
@@ -18,6 +25,7 @@ __all__ = [
     "BucketNotFoundError",
     "InvalidURIError",
     "Location",
+    "ObjectInfo",
     "ObjectNotFoundError",
     "S3Settings",
     "StorageError",

@@ -93,6 +93,21 @@ class Location:
         return f"s3://{self.bucket}/{self.key}" if self.is_s3 else self.key
 
 
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One listed object.
+
+    Attributes:
+        uri: Its ``s3://`` URI or local path.
+        size: Its size in bytes.
+        modified: When it was last written (Unix time; S3's ``LastModified``).
+    """
+
+    uri: str
+    size: int
+    modified: float
+
+
 def join_uri(base: str, *parts: str) -> str:
     """Join path parts onto an ``s3://`` URI or a local path."""
     return str(Location.parse(base).join(*parts))
@@ -243,27 +258,41 @@ class Store:
 
         Temporary objects of unfinished publications are never listed.
         """
+        return [info.uri for info in self.list_objects(prefix_uri)]
+
+    def list_objects(self, prefix_uri: str) -> list[ObjectInfo]:
+        """Return every object below *prefix_uri* with its size and age, sorted by URI.
+
+        Temporary objects of unfinished publications are never listed.
+        """
         loc = Location.parse(prefix_uri)
         if not loc.is_s3:
             root = Path(loc.key)
             if not root.is_dir():
                 return []
-            return sorted(
-                str(p) for p in root.rglob("*") if p.is_file() and ".closedloop-tmp" not in p.name
-            )
+            found = []
+            for p in root.rglob("*"):
+                if p.is_file() and ".closedloop-tmp" not in p.name:
+                    stat = p.stat()
+                    found.append(ObjectInfo(str(p), stat.st_size, stat.st_mtime))
+            return sorted(found, key=lambda info: info.uri)
         prefix = loc.key if not loc.key or loc.key.endswith("/") else loc.key + "/"
-        out: list[str] = []
+        out: list[ObjectInfo] = []
         with self._errors(loc, "list"):
             pages = self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=loc.bucket, Prefix=prefix
             )
             for page in pages:
                 out.extend(
-                    f"s3://{loc.bucket}/{obj['Key']}"
+                    ObjectInfo(
+                        f"s3://{loc.bucket}/{obj['Key']}",
+                        int(obj["Size"]),
+                        obj["LastModified"].timestamp(),
+                    )
                     for obj in page.get("Contents", [])
                     if not obj["Key"].startswith(TMP_PREFIX)
                 )
-        return sorted(out)
+        return sorted(out, key=lambda info: info.uri)
 
     def download_file(self, uri: str, path: str | os.PathLike[str]) -> Path:
         """Copy *uri* to the local *path* (parents created) and return the path."""
