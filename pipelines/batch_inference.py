@@ -1,11 +1,27 @@
 """Batch inference: score a new batch with a registered version, then check it for drift."""
 
+from typing import NamedTuple
+
 from closedloop.components.data_processing.ingest_data.component import ingest_data
 from closedloop.components.inference.batch_predict.component import batch_predict
 from closedloop.components.inference.check_drift.component import check_drift
 from closedloop.components.inference.validate_batch.component import validate_batch
 from closedloop.pipelines._cluster import network_bound, uncached
 from kfp import dsl
+from kfp.dsl import Dataset
+
+
+class BatchInferenceOutputs(NamedTuple):
+    """What a batch-inference run hands back (``closedloop run inference`` prints it).
+
+    Attributes:
+        predictions: The scored rows; its metadata holds ``model_version``, ``rows``,
+            ``scored_rows`` and ``refused_rows``.
+        predictions_uri: Where they were published ("" when ``output_uri`` is empty).
+    """
+
+    predictions: Dataset
+    predictions_uri: str
 
 
 @dsl.pipeline(
@@ -19,7 +35,7 @@ def batch_inference_pipeline(
     registry_uri: str = "s3://closedloop/registry",
     version: str = "champion",
     output_uri: str = "s3://closedloop/predictions",
-):
+) -> BatchInferenceOutputs:
     """Score a batch with one model version.
 
     Args:
@@ -28,6 +44,10 @@ def batch_inference_pipeline(
         registry_uri: The model registry.
         version: A version id or ``champion`` (resolved once, at validation).
         output_uri: Where predictions are published.
+
+    Returns:
+        The predictions (rows scored and refused in their metadata) and where they
+        were published.
     """
     raw = uncached(network_bound(ingest_data(source_uri=data_uri)))
     # "champion" resolves to the champion now: uncached.
@@ -63,3 +83,4 @@ def batch_inference_pipeline(
             )
         )
     )
+    return BatchInferenceOutputs(scored.outputs["predictions"], scored.outputs["Output"])

@@ -137,3 +137,30 @@ def test_the_services_find_the_local_store_like_serve_does(tmp_path: Path) -> No
         trigger.terminate()
         trigger.wait(timeout=30)
         run("s3", "down", home=home)
+
+
+def test_the_sidecar_finds_the_local_store_like_serve_does(tmp_path: Path) -> None:
+    """`closedloop sidecar serve` with no S3 settings reads the registry on the local store."""
+    home = tmp_path / "home"
+    assert run("s3", "up", home=home).returncode == 0
+    policy = tmp_path / "policy.json"
+    policy.write_text("{}")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CLOSEDLOOP_S3", "AWS_")) and k != "CLOSEDLOOP_HOME"
+    }
+    env["CLOSEDLOOP_HOME"] = str(home)
+    try:
+        sidecar = subprocess.run(
+            [CLI, "sidecar", "serve", "--registry-uri", "s3://closedloop/registry",
+             "--model-name", "fraud", "--policy", str(policy), "--port", "0",
+             "--metrics-port", "0", "--state-dir", str(tmp_path / "sidecar")],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    finally:
+        run("s3", "down", home=home)
+    # Past the credentials: the empty registry on the local store has no champion to watch.
+    assert sidecar.returncode == 1, sidecar.stderr
+    assert "fraud has no champion yet in s3://closedloop/registry" in sidecar.stderr
+    assert "credentials" not in sidecar.stderr

@@ -66,3 +66,35 @@ def test_a_local_run_deploys_locally_unless_told_otherwise() -> None:
     assert with_local_defaults(declared, {"deploy_backend": "none"}) == {"deploy_backend": "none"}
     # A pipeline without the parameter gets nothing it did not declare.
     assert with_local_defaults({"data_uri"}, {"data_uri": "x"}) == {"data_uri": "x"}
+
+
+def test_a_retried_task_is_not_blamed_for_a_later_failure(tmp_path: Path) -> None:
+    # kfp.local runs a task again after a failure when it has retries (set_retry).
+    log = """Executing task 'ingest-data'
+closedloop.storage.errors.StorageUnavailableError: cannot reach S3 at http://127.0.0.1:1
+Task 'ingest-data' finished with status FAILURE
+Executing task 'ingest-data'
+Task 'ingest-data' finished with status SUCCESS
+Executing task 'validate-data'
+    ValueError: logged by a check that went on
+Task 'validate-data' finished with status SUCCESS
+Executing task 'gate-model'
+closedloop.storage.errors.StorageUnavailableError: cannot reach S3 at http://127.0.0.1:2
+Task 'gate-model' finished with status FAILURE
+Executing task 'gate-model'
+closedloop.registry.registry.RegistryError: fraud has no version 'v9'
+Task 'gate-model' finished with status FAILURE
+"""
+    events: list[TaskEvent] = []
+    tap = _LogTap(tmp_path / "run.log", events.append)
+    tap.write(log)
+    tap.close()
+    assert tap.failed_task == "gate-model"
+    # The last attempt's own error, with no class path.
+    assert tap.last_error == "fraud has no version 'v9'"
+    statuses = [(e.task, e.status) for e in events]
+    assert statuses[:3] == [
+        ("ingest-data", "started"),
+        ("ingest-data", "failed"),
+        ("ingest-data", "started"),
+    ]

@@ -97,6 +97,7 @@ def register(app: typer.Typer) -> None:
 
             ensure_local_s3()
         done: list[str] = []
+        failed: set[str] = set()
         started = time.monotonic()
         started_at = time.time()
         with err_console.status(f"{pipeline}: starting…") as status:
@@ -104,6 +105,8 @@ def register(app: typer.Typer) -> None:
             def show(event: TaskEvent) -> None:
                 elapsed = time.monotonic() - started
                 if event.status == "started":
+                    if event.task in failed:
+                        err_console.print(f"  [yellow]↻[/] {event.task} again (retry)")
                     status.update(
                         f"{pipeline}: running {event.task} ({len(done)} done, {elapsed:.0f}s)"
                     )
@@ -113,7 +116,12 @@ def register(app: typer.Typer) -> None:
                 elif event.status == "skipped":
                     err_console.print(f"  [yellow]-[/] {event.task} skipped (condition false)")
                 else:
-                    err_console.print(f"  [red]✗[/] {event.task}")
+                    failed.add(event.task)
+                    err_console.print(f"  [red]✗[/] {event.task}  [dim]{elapsed:.0f}s[/]")
+                    # Network-bound steps are retried after a backoff (set_retry).
+                    status.update(
+                        f"{pipeline}: {event.task} failed; retried if it has retries left"
+                    )
 
             run = run_pipeline(
                 pipeline, arguments, workdir or config.home() / "runs", on_event=show
@@ -123,6 +131,7 @@ def register(app: typer.Typer) -> None:
         )
         defaults = {k: d for k, (_, d) in known.items() if d is not None}
         _print_outcome(pipeline, {**defaults, **arguments}, run.root, started_at)
+        _print_predictions(run.outputs)
 
     @data_app.command("generate")
     @one_line_errors
@@ -175,6 +184,28 @@ def register(app: typer.Typer) -> None:
             )
             Store().publish(out, path=str(path))
         console.print(f"wrote {len(frame)} rows to {out}")
+
+
+def _print_predictions(outputs: dict[str, Any]) -> None:
+    """Say where a batch-inference run put its predictions, with the rows scored and refused."""
+    from closedloop.ml.batch import REFUSED_COLUMN
+
+    predictions = outputs.get("predictions")
+    if predictions is None or "predictions_uri" not in outputs:
+        return
+    metadata = predictions.metadata
+    # KFP keeps metadata as JSON numbers: counts come back as floats.
+    scored, refused = int(metadata["scored_rows"]), int(metadata["refused_rows"])
+    where = outputs["predictions_uri"] or f"{predictions.path} (not published: output_uri is empty)"
+    console.print(
+        f"predictions of {metadata.get('model_version', '?')}: {where}\n"
+        f"  {scored} rows scored, {refused} refused"
+    )
+    if refused:
+        console.print(
+            f"  why: the {REFUSED_COLUMN!r} column of each refused row, and the "
+            "validate-batch report above"
+        )
 
 
 def _print_outcome(pipeline: str, arguments: dict[str, Any], root: Path, started_at: float) -> None:

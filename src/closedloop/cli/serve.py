@@ -43,16 +43,6 @@ def register(app: typer.Typer) -> None:
 
 
 @contextmanager
-def _ignoring_interrupts() -> Iterator[None]:
-    """Let a clean-up finish even if Ctrl-C is pressed again: it stops child processes."""
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-@contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     """Make SIGTERM stop the foreground command the way Ctrl-C does."""
 
@@ -99,6 +89,7 @@ def serve(
     ] = 120.0,
 ) -> None:
     """Run the model server in the foreground (local S3 is started if needed); Ctrl-C stops it."""
+    from closedloop.cli._local import ignoring_interrupts, s3_settings_for
     from closedloop.deploy.local import LocalDeployer, bind_host
     from closedloop.local.s3 import port_is_free
 
@@ -108,7 +99,7 @@ def serve(
         raise ServeError(f"--host: {exc}") from exc
     if not port_is_free(port, host):
         raise ServeError(f"port {port} on {host} is already in use: choose another with --port")
-    with _sigterm_as_interrupt(), _s3_for(registry_uri) as s3:
+    with _sigterm_as_interrupt(), s3_settings_for(registry_uri) as s3:
         _check_version(registry_uri, s3, model_name, version)
         deployer = LocalDeployer(
             registry_uri,
@@ -140,40 +131,8 @@ def serve(
         except KeyboardInterrupt:
             console.print("stopping the model server…")
         finally:
-            with _ignoring_interrupts():
+            with ignoring_interrupts():
                 deployer.teardown()
-
-
-@contextmanager
-def _s3_for(registry_uri: str) -> Iterator[S3Settings | None]:
-    """Yield S3 settings for *registry_uri*, starting the local store if none is set.
-
-    An endpoint in the environment (``CLOSEDLOOP_S3_ENDPOINT`` ...) wins; else a running
-    local store is used; else one is started and stopped again on exit.
-    """
-    from closedloop.local.s3 import LocalS3, LocalS3Error, attach
-    from closedloop.storage import S3Settings
-
-    if not registry_uri.startswith("s3://"):
-        yield None
-        return
-    settings = S3Settings.from_env()
-    if settings.endpoint_url:
-        yield settings
-        return
-    try:
-        yield attach(config.local_s3_dir()).settings()
-        return
-    except LocalS3Error:
-        pass
-    with console.status("starting the local S3 store…"):
-        started = LocalS3(config.local_s3_dir()).start()
-    console.print(f"local S3 started at {started.endpoint} (stopped again on exit)")
-    try:
-        yield started.settings()
-    finally:
-        with _ignoring_interrupts():
-            started.stop()
 
 
 def _check_version(registry_uri: str, s3: S3Settings | None, model_name: str, version: str) -> None:

@@ -14,6 +14,7 @@ import typer
 
 from closedloop import config
 from closedloop.cli._common import one_line_errors
+from closedloop.serving.parameters import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_ROWS
 
 app = typer.Typer(
     help="Run the drift-detector sidecar (request-logger CloudEvents in, drift events out).",
@@ -69,7 +70,7 @@ def serve(
     state_dir: Annotated[
         Path | None,
         typer.Option(
-            help="Checkpoints, ledger and outbox (default: $CLOSEDLOOP_HOME/sidecar/<model>)."
+            help="Checkpoints, journal and outbox (default: $CLOSEDLOOP_HOME/sidecar/<model>)."
         ),
     ] = None,
     archive_uri: Annotated[
@@ -86,7 +87,7 @@ def serve(
     ] = None,
     checkpoint_interval: Annotated[
         float,
-        typer.Option(help="Seconds between checkpoints (bounds the loss on a hard kill).", min=0.1),
+        typer.Option(help="Seconds between checkpoints (bounds the journal replay).", min=0.1),
     ] = 10.0,
     dedupe_size: Annotated[int, typer.Option(help="(source, id) keys remembered.", min=1)] = 20_000,
     archive_batch_rows: Annotated[
@@ -98,6 +99,13 @@ def serve(
     emit_backoff_max: Annotated[
         float, typer.Option(help="Longest delay between drift-event delivery attempts.", min=0.1)
     ] = 30.0,
+    max_rows: Annotated[
+        int, typer.Option(help="The model server's max_rows: most rows of one message.", min=1)
+    ] = DEFAULT_MAX_ROWS,
+    max_request_bytes: Annotated[
+        int,
+        typer.Option(help="The model server's max_request_bytes: larger bodies are 413.", min=1),
+    ] = DEFAULT_MAX_REQUEST_BYTES,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Watch a served model version's traffic for drift and alarm the retrain trigger."""
@@ -122,6 +130,7 @@ def serve(
         archive_batch_rows=archive_batch_rows,
         archive_flush_seconds=archive_flush_seconds,
         emit_backoff_max=emit_backoff_max,
+        max_rows=max_rows,
     )
     run_sidecar(
         SidecarOptions(
@@ -135,5 +144,6 @@ def serve(
             policy_path=policy,
             monitor=settings,
             log_level=log_level.lower(),
+            max_request_bytes=max_request_bytes,
         )
     )

@@ -45,12 +45,21 @@ class TaskEvent:
 
 @dataclass
 class PipelineRun:
-    """What a finished local run produced."""
+    """What a finished local run produced.
+
+    Attributes:
+        pipeline: The pipeline's registered name.
+        root: Where its artifacts went.
+        log_file: The run's full log.
+        outputs: The pipeline's outputs by name: parameters as values, artifacts as
+            ``dsl`` artifacts (``.path``, ``.metadata``); empty if it returns none.
+        events: Every task start, end and skip, in order.
+    """
 
     pipeline: str
     root: Path
     log_file: Path
-    outputs: Any = None
+    outputs: dict[str, Any] = field(default_factory=dict)
     events: list[TaskEvent] = field(default_factory=list)
 
     @property
@@ -90,6 +99,9 @@ class _LogTap(io.TextIOBase):
     def _scan(self, line: str) -> None:
         now = time.time()
         if m := _START.search(line):
+            if self.failed_task in (None, m.group(1)):
+                # A new task, or a retry of the failed one: only its own error counts.
+                self.failed_task, self.last_error = None, None
             self._on_event(TaskEvent(m.group(1), "started", now))
         elif m := _END.search(line):
             ok = m.group(2) == "SUCCESS"
@@ -177,7 +189,8 @@ def run_pipeline(
         with contextlib.redirect_stdout(tap), contextlib.redirect_stderr(tap):
             spec = getattr(pipeline, "component_spec", None)
             declared = (spec.inputs or {}) if spec is not None else {}
-            run.outputs = pipeline(**with_local_defaults(declared, arguments))
+            finished = pipeline(**with_local_defaults(declared, arguments))
+            run.outputs = dict(getattr(finished, "outputs", None) or {})
     except Exception as exc:
         task = tap.failed_task or "the pipeline"
         cause = tap.last_error or f"{type(exc).__name__}: {exc}"

@@ -5,9 +5,14 @@
 
 * ``200`` with the outcome (``decided`` → ``fired``/``suppressed`` and the reason, or
   ``duplicate``) — the sidecar stops retrying;
-* ``400`` for an invalid event — the sidecar drops it;
+* ``400`` for an invalid event — not a drift CloudEvent, JSON nested too deeply to parse,
+  a name or time the state cannot file — the sidecar drops it;
+* ``413`` for a body over :data:`MAX_BODY_BYTES` (1 MiB; an alarm is a few kB), with or
+  without ``Content-Length``: nothing past the limit is read;
 * ``503`` when S3 is unreachable, or another replica is still deciding the same alarm
   id — the sidecar retries.
+
+Every answer but ``200`` is ``{"error": "<why>"}``.
 """
 
 from __future__ import annotations
@@ -36,13 +41,18 @@ from closedloop.trigger.backends import (
     load_pipeline,
     pipeline_package,
 )
-from closedloop.trigger.errors import DecisionInProgressError, TriggerError
+from closedloop.trigger.errors import (
+    DecisionInProgressError,
+    TriggerError,
+    UnfilableAlarmError,
+)
 from closedloop.trigger.service import RetrainTrigger, TriggerSettings
 from closedloop.trigger.state import TriggerStore
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
+"""Largest drift CloudEvent body accepted (a sidecar's alarm is a few kB)."""
 
 
 @dataclass(frozen=True)
@@ -116,14 +126,28 @@ def build_app(trigger: RetrainTrigger, events_port: int, ops_port: int) -> asgi.
     async def receive_alarm(request: Request) -> Response:
         body = await asgi.read_body(request, MAX_BODY_BYTES)
         if body is None:
-            return JSONResponse({"error": f"body over {MAX_BODY_BYTES} bytes"}, status_code=413)
+            trigger.metrics.alarm("unknown", "invalid")
+            return JSONResponse(
+                {"error": f"the body is over the limit of {MAX_BODY_BYTES} bytes"},
+                status_code=413,
+            )
         try:
             alarm = DriftAlarm.from_http(request.headers, body)
         except AlarmError as exc:
             trigger.metrics.alarm("unknown", "invalid")
             return JSONResponse({"error": str(exc)}, status_code=400)
+        except RecursionError:
+            # Python's JSON parser gives up on deep nesting (an alarm nests 4 levels).
+            trigger.metrics.alarm("unknown", "invalid")
+            return JSONResponse(
+                {"error": "invalid CloudEvent: the body is nested too deeply to parse"},
+                status_code=400,
+            )
         try:
             outcome = await anyio.to_thread.run_sync(trigger.handle, alarm)
+        except UnfilableAlarmError as exc:
+            trigger.metrics.alarm("unknown", "invalid")
+            return JSONResponse({"error": str(exc)}, status_code=400)
         except DecisionInProgressError as exc:
             return JSONResponse({"error": str(exc)}, status_code=503)
         except StorageError as exc:

@@ -27,3 +27,7 @@ class BackendRejectedError(BackendError):
 
 class DecisionInProgressError(TriggerError):
     """The same alarm id is being decided by another receipt: retry later (HTTP 503)."""
+
+
+class UnfilableAlarmError(TriggerError, ValueError):
+    """A drift event names or times what the state cannot file under its keys (HTTP 400)."""

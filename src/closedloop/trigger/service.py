@@ -60,7 +60,13 @@ from closedloop.trigger.policy import (
     last_windows,
     observe,
 )
-from closedloop.trigger.state import AuditRecord, RunRecord, RunStatus, TriggerStore
+from closedloop.trigger.state import (
+    AuditRecord,
+    RunRecord,
+    RunStatus,
+    TriggerStore,
+    check_filable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +216,10 @@ class RetrainTrigger:
             DecisionInProgressError: Another receipt of the same id is being decided
                 elsewhere; the sender should retry.
             StorageError: If S3 cannot be reached; nothing was decided, the sender retries.
+            UnfilableAlarmError: If the alarm's names or times cannot be filed; nothing
+                was stored.
         """
+        check_filable(alarm)
         model = alarm.model_name
         in_progress = False
         with self._lock_for(model):

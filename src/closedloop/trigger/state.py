@@ -34,12 +34,44 @@ from typing import Any, Literal
 
 from closedloop.drift.sidecar.alarm import DriftAlarm
 from closedloop.storage import AlreadyExistsError, ObjectNotFoundError, Store, join_uri
+from closedloop.trigger.errors import UnfilableAlarmError
 
 RunStatus = Literal["pending", "submitted", "running", "succeeded", "failed", "rejected"]
 IN_FLIGHT: frozenset[str] = frozenset({"pending", "submitted", "running"})
 _RUN_KEY = re.compile(r"/runs/(\d{6})\.(lock|json)$")
 _ALARM_CACHE_SIZE = 10_000
 _WINDOW_KEY = re.compile(r"/(\d{13})-([0-9a-f-]{36})\.json$")
+# A model name or version is one key segment: it must not climb out of its prefix.
+_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+LATEST_FILABLE_TIME = 10**10
+"""Windows open and close before this (Unix seconds, in 2286): their keys hold 13-digit ms."""
+
+
+def check_filable(alarm: DriftAlarm) -> None:
+    """Refuse an alarm whose names or times cannot be filed under the state's keys.
+
+    The model name and version become key segments (``models/<model>/…``); every
+    window's times become dates and 13-digit millisecond keys.
+
+    Raises:
+        UnfilableAlarmError: If a name is not one safe segment or a time is out of range.
+    """
+    for field_name, value in (
+        ("model_name", alarm.model_name),
+        ("model_version", alarm.model_version),
+    ):
+        if not _SEGMENT.fullmatch(value):
+            raise UnfilableAlarmError(
+                f"{field_name} {value[:80]!r} cannot be filed: use at most 128 letters, "
+                "digits, '.', '_' and '-', starting with a letter or digit"
+            )
+    for window in alarm.windows():
+        for field_name, at in (("opened_at", window.opened_at), ("closed_at", window.closed_at)):
+            if not 0 <= at < LATEST_FILABLE_TIME:
+                raise UnfilableAlarmError(
+                    f"window {window.sequence}: {field_name} {at!r} is not a Unix time "
+                    f"between 0 and {LATEST_FILABLE_TIME}"
+                )
 
 
 @dataclass(frozen=True)
