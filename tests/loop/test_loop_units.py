@@ -17,17 +17,24 @@ from closedloop.deploy.seldon import BASE_CONFIG, SIDECAR_CONTAINER, build_seldo
 from closedloop.drift.policy import DriftPolicy, PolicyError
 from closedloop.drift.sidecar.alarm import AlarmError, DriftAlarm, WindowReport
 from closedloop.drift.sidecar.archive import archive_fields, default_archive_uri
-from closedloop.drift.sidecar.errors import EventRejected
-from closedloop.drift.sidecar.events import feedback_rows, parse_event, request_rows
+from closedloop.drift.sidecar.errors import EventRefused, EventRejected
+from closedloop.drift.sidecar.events import (
+    check_rows,
+    feedback_rows,
+    parse_attributes,
+    request_message,
+)
 from closedloop.drift.sidecar.frames import feature_fields
-from closedloop.drift.sidecar.state import LedgerValues, StateDir
+from closedloop.drift.sidecar.state import StateDir
 from closedloop.drift.sidecar.window import Deduper, OpenWindow, WindowBuffer
 from closedloop.drift.verdict import WindowVerdict, window_verdict
+from closedloop.ml.rowplan import RowPlan
 from closedloop.ml.schema import infer_schema
 from closedloop.trigger.policy import RunSummary, WindowObservation, decide, last_windows
 
 ROOT = Path(__file__).parents[2]
 SCHEMA = infer_schema(generate_transactions(2000, seed=0), DEFAULT_TARGET)
+PLAN = RowPlan(SCHEMA)
 NOW = 1_800_000_000.0
 DEGRADED = WindowVerdict((), quality_degraded=True, counts=True, because="quality")
 
@@ -139,43 +146,51 @@ def test_tensor_and_json_payloads_are_checked_against_the_schema():
         {**{k: row[k] for k in names}, "transaction_time": str(row["transaction_time"])}
         for row in frame.to_dict("records")
     ]
-    rows = request_rows({"jsonData": json.loads(json.dumps(records, default=int))}, SCHEMA)
+    body = {"jsonData": json.loads(json.dumps(records, default=int))}
+    rows = check_rows(PLAN, request_message(body, 10)).frame
     assert list(rows.columns) == names and len(rows) == 2
-    with pytest.raises(EventRejected) as info:
-        request_rows({"data": {"tensor": {"shape": [1, 3], "values": [1, 2, 3]}}}, SCHEMA)
-    assert info.value.reason == "schema" and "wrong width" in str(info.value)
+    with pytest.raises(EventRefused) as info:
+        tensor = {"data": {"tensor": {"shape": [1, 3], "values": [1, 2, 3]}}}
+        check_rows(PLAN, request_message(tensor, 10))
+    assert info.value.reason == "columns" and "wrong width" in str(info.value)
 
 
 def test_event_attributes_are_required_and_the_type_checked():
-    body = json.dumps({"data": {"ndarray": [[1]]}}).encode()
-    event = parse_event(headers(**{"ce-requestid": "r-1"}), body)
+    event = parse_attributes(headers(**{"ce-requestid": "r-1"}))
     assert (event.kind, event.key, event.request_id) == ("request", ("src", "1"), "r-1")
+    assert event.encoding == "json"
     with pytest.raises(EventRejected, match="Ce-Specversion"):
-        parse_event({k: v for k, v in headers().items() if k != "ce-specversion"}, body)
+        parse_attributes({k: v for k, v in headers().items() if k != "ce-specversion"})
+    with pytest.raises(EventRejected, match="unsupported specversion"):
+        parse_attributes(headers(**{"ce-specversion": "0.3"}))
     with pytest.raises(EventRejected, match="unexpected Ce-Type"):
-        parse_event(headers(**{"ce-type": "io.seldon.serving.inference.other"}), body)
-    with pytest.raises(EventRejected, match="invalid CloudEvent attributes"):
-        parse_event(headers(**{"ce-time": "not a time"}), body)
+        parse_attributes(headers(**{"ce-type": "io.seldon.serving.inference.other"}))
+    # The HTTP binding percent-encodes attribute values.
+    assert parse_attributes(headers(**{"ce-source": "a%20b"})).source == "a b"
 
 
 def test_feedback_labels_must_be_known_classes():
     frame = generate_transactions(2, seed=4)
+    names = list(SCHEMA.feature_names)
     message = {
-        "request": {"jsonData": [dict(zip(SCHEMA.feature_names, [None] * 8, strict=True))]},
+        "request": {"data": {"names": names, "ndarray": [[None] * 8]}},
         "truth": {"data": {"ndarray": [[1]]}},
     }
-    with pytest.raises(EventRejected):
-        feedback_rows(message, SCHEMA)  # amount may not be missing
-    records = frame.drop(columns=[DEFAULT_TARGET]).astype({"transaction_time": str})
-    message["request"] = {"jsonData": records.to_dict("records")}
+    with pytest.raises(EventRefused) as info:
+        feedback_rows(message, PLAN, SCHEMA, 10)  # amount may not be missing
+    assert info.value.reason == "missing"
+    rows = frame.drop(columns=[DEFAULT_TARGET]).astype({"transaction_time": str})
+    ndarray = json.loads(json.dumps(rows.to_numpy().tolist(), default=int))
+    message["request"] = {"data": {"names": names, "ndarray": ndarray}}
     message["truth"] = {"data": {"ndarray": [1.0, "0"]}}
-    rows, labels = feedback_rows(message, SCHEMA)
-    assert labels.tolist() == [1, 0] and len(rows) == 2
+    checked, labels = feedback_rows(message, PLAN, SCHEMA, 10)
+    assert labels == [1, 0] and checked.n_rows == 2
     message["truth"] = {"data": {"ndarray": [1, 7]}}
     with pytest.raises(
-        EventRejected, match=r"truth label 1 is 7; the model's classes are \[0, 1\]"
-    ):
-        feedback_rows(message, SCHEMA)
+        EventRefused, match=r"truth label 1 is 7; the model's classes are \[0, 1\]"
+    ) as info:
+        feedback_rows(message, PLAN, SCHEMA, 10)
+    assert info.value.rows == {"label": 2}
 
 
 # -- alarms and decisions ---------------------------------------------------------------
@@ -297,10 +312,7 @@ def test_a_checkpoint_reads_back_what_was_written(tmp_path):
     pd.testing.assert_frame_equal(back.pending[0].frame, checkpoint.pending[0].frame)
     assert back.history == checkpoint.history and back.dedupe_keys == checkpoint.dedupe_keys
     assert len([p for p in tmp_path.iterdir() if p.name.startswith("ckpt-")]) == 1
-    ledger = state.ledger()
-    ledger.write(LedgerValues(123, 4))
-    ledger.close()
-    assert state.ledger().read() == LedgerValues(123, 4)
+    assert back.journal_segment == 0
 
 
 def test_default_archive_sits_beside_the_registry():

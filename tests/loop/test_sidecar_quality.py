@@ -21,7 +21,7 @@ from prometheus_client import generate_latest
 from closedloop.data import DEFAULT_TARGET, generate_transactions
 from closedloop.drift.policy import DriftPolicy
 from closedloop.drift.sidecar.alarm import DriftAlarm
-from closedloop.drift.sidecar.errors import EventRejected
+from closedloop.drift.sidecar.errors import EventRefused
 from closedloop.drift.sidecar.events import feedback_puid, response_prediction
 from closedloop.drift.sidecar.frames import feature_fields
 from closedloop.drift.sidecar.join import LabelledRows, LoggedPrediction, PredictionLog
@@ -108,7 +108,7 @@ def test_response_scores_and_the_feedback_puid_are_read_and_checked():
         {"data": {"ndarray": [[None, 0.1]]}},
         {"data": {"ndarray": []}},
     ):
-        with pytest.raises(EventRejected):
+        with pytest.raises(EventRefused):
             response_prediction(bad, schema)
     assert feedback_puid({"response": body, "truth": {}}) == "abc"
     assert feedback_puid({"truth": {}}) is None
@@ -327,7 +327,7 @@ def test_unjoined_and_mislabelled_feedback_never_enter_a_window(
         monitor.ingest(*events.response(np.tile([0.9, 0.1], (rows, 1)), puid, version=version))
         echoed = events.response_body(probabilities, version=version, puid=puid)
         monitor.ingest(*events.feedback(batch, schema, response=echoed))
-    # A bad label is refused (the HTTP face answers 400), counted, and joins nothing.
+    # A bad label is refused (acknowledged, 202 on HTTP), counted, and joins nothing.
     puid = str(uuid.uuid4())
     monitor.ingest(*events.response(probabilities, puid))
     headers, body = events.feedback(
@@ -335,12 +335,11 @@ def test_unjoined_and_mislabelled_feedback_never_enter_a_window(
     )
     bad = json.loads(body)
     bad["truth"]["data"]["ndarray"][0] = [7]
-    with pytest.raises(EventRejected) as refused:
-        monitor.ingest(headers, json.dumps(bad).encode())
-    assert refused.value.reason == "schema"
+    refused = monitor.ingest(headers, json.dumps(bad).encode())
+    assert (refused.outcome, refused.reason) == ("refused", "label")
     bad["truth"]["data"]["ndarray"][0] = ["fraud"]
-    with pytest.raises(EventRejected):
-        monitor.ingest({**headers, "Ce-Id": str(uuid.uuid4())}, json.dumps(bad).encode())
+    refused = monitor.ingest({**headers, "Ce-Id": str(uuid.uuid4())}, json.dumps(bad).encode())
+    assert refused.outcome == "refused"
 
     assert monitor.status()["window_labelled_rows"] == 0
     text = _metrics(monitor)
@@ -350,7 +349,8 @@ def test_unjoined_and_mislabelled_feedback_never_enter_a_window(
     assert read_metric(text, name, reason="other_version") == 1
     assert read_metric(text, name, reason="row_mismatch") == 1
     assert read_metric(text, "closedloop_sidecar_feedback_joined_total") == 0
-    assert read_metric(text, "closedloop_sidecar_events_rejected_total", reason="schema") == 2
+    name = "closedloop_sidecar_rows_refused_total"
+    assert read_metric(text, name, type="feedback", reason="label") == 2 * len(batch)
     # The refused feedback left its prediction in the log: a good feedback still joins.
     good = events.response_body(probabilities, puid=puid)
     monitor.ingest(*events.feedback(batch, schema, response=good))

@@ -21,11 +21,11 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -134,7 +134,7 @@ class FeedbackArchive:
     def add(
         self,
         features: pd.DataFrame,
-        labels: pd.Series,
+        labels: Sequence[Any],
         *,
         event_id: str,
         event_source: str,
@@ -143,7 +143,7 @@ class FeedbackArchive:
     ) -> None:
         """Buffer the labelled rows of one feedback event."""
         frame = features.copy()
-        frame[self.schema.target] = labels.to_numpy()
+        frame[self.schema.target] = list(labels)
         frame[EVENT_ID] = event_id
         frame[EVENT_SOURCE] = event_source
         frame[EVENT_ROW] = range(len(frame))

@@ -2,10 +2,13 @@
 
 The sidecar and the trigger both serve their CloudEvents on one port and ``/healthz`` and
 ``/metrics`` on another (so a NetworkPolicy or ``--host 127.0.0.1`` can keep the event
-port private while Prometheus and the kubelet reach the ops port). One uvicorn server
-listens on both sockets and routes each request by the local port it arrived on; its
-own SIGTERM handling drains in-flight requests and then runs the lifespan shutdown,
-where the services write their state.
+port private while Prometheus and the kubelet reach the ops port). For the trigger, one
+uvicorn server listens on both sockets and routes each request by the local port it
+arrived on (:class:`PortDispatch`); its own SIGTERM handling drains in-flight requests
+and then runs the lifespan shutdown, where the services write their state. The sidecar
+serves its ops port the same way and its event port with
+:mod:`~closedloop.drift.sidecar.eventserver`, started in that lifespan. The helpers here
+(binding, ``/healthz``, ``/metrics``) serve both.
 """
 
 from __future__ import annotations

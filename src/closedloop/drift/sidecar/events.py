@@ -1,4 +1,4 @@
-"""Seldon request-logger CloudEvents: attributes, payloads and their checks.
+"""Seldon request-logger CloudEvents: attributes, bodies, and the server's own checks.
 
 The Seldon executor posts each logged message as a binary-mode CloudEvent v1.0:
 ``Ce-Id`` (a new UUID per event), ``Ce-Source``, ``Ce-Type``, ``Ce-Specversion``,
@@ -16,35 +16,54 @@ is the message itself. Three types matter:
   ``meta.puid`` names it): archived as labelled rows for the retraining pipeline, and
   joined to its prediction for the quality windows (:func:`feedback_puid`).
 
-The types are :mod:`closedloop.events`'s, the ones the local request logger sends.
-Messages are read with :mod:`closedloop.serving.messages`, the model server's own
-parser: ``ndarray``, ``tensor`` or ``jsonData`` rows, ``names``, the labels of
-``truth``. A message it refuses is refused here with the same words, as
-:class:`EventRejected` (``payload``, or ``too_large`` past :data:`MAX_ROWS_PER_EVENT`);
-rows that do not fit the model are refused as ``schema``, checked and coerced with
-:func:`closedloop.ml.schema.check_frame`. A feedback's ``request`` may carry
-``jsonData`` records here (the server wants ``data``): the executor logs what the client
-sent, and its rows are still worth archiving.
+Reading an event has two stages with two kinds of failure:
+
+1. :func:`parse_attributes` and :func:`read_body` read the CloudEvent: the four required
+   attributes straight from the ``Ce-*`` headers (values percent-decoded, as the HTTP
+   binding says), ``Ce-Specversion: 1.0``, a known ``Ce-Type``, and a body that parses as
+   JSON (once, with orjson; Python's ``json`` for what orjson refuses and Python reads:
+   ``NaN``, integers beyond 64 bits — as the model server's own JSON provider). What
+   fails here (not JSON, or nested too deeply to parse) is :class:`EventRejected`, a
+   client error (400).
+2. :func:`request_message`, :func:`check_rows` and :func:`feedback_rows` check the
+   message exactly as the model server does: :mod:`closedloop.serving.messages` for the
+   message (with the server's ``max_rows``), then the version's
+   :class:`~closedloop.ml.rowplan.RowPlan` for the rows. The server answers a request
+   with one refused row with a 400 for all of it, so a request or feedback with a
+   refused row is refused whole: :class:`EventRefused`, whose rows are counted by
+   reason (the plan's :data:`~closedloop.ml.rowplan.REASONS`, or
+   :data:`~closedloop.drift.sidecar.errors.MESSAGE_REASONS`). The executor logs a
+   request before the model checks it, so such events are acknowledged, never buffered.
 
 Traffic on the executor's gRPC port is logged too, with the same ``Ce-Type`` values,
 but its body is the protobuf-encoded message and its ``Content-Type`` (the event's
 ``datacontenttype``) is ``application/protobuf`` (seldon-core ``executor/api/payload/
 proto.go``, set by ``executor/logger/worker.go``). Drift watches REST (JSON) traffic
 only: such an event passes the attribute checks and comes back with
-``encoding="protobuf"`` and no data, for the monitor to count and skip.
+``encoding="protobuf"``, for the monitor to count and skip.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import unquote
 
 import numpy as np
-import pandas as pd
+import orjson
 
-from closedloop.drift.sidecar.errors import EventRejected
+from closedloop.drift.sidecar.errors import (
+    REFUSED_COLUMNS,
+    REFUSED_LABEL,
+    REFUSED_MESSAGE,
+    REFUSED_TOO_MANY_ROWS,
+    REFUSED_WITH_REQUEST,
+    EventRefused,
+    EventRejected,
+)
 from closedloop.events import (
     FEEDBACK_TYPE,
     REQUEST_TYPE,
@@ -53,15 +72,19 @@ from closedloop.events import (
     SELDON_EVENT_KINDS,
     SPECVERSION,
 )
-from closedloop.ml.schema import InputSchema, SchemaError, check_frame
+from closedloop.ml.rowplan import CheckedRows, RowPlan
+from closedloop.ml.schema import InputSchema, SchemaError
 from closedloop.serving.messages import (
+    MAX_NESTING,
     MessageError,
     MessageRows,
     TooManyRows,
+    check_feedback_message,
+    message_rows,
     prediction_rows,
-    records_frame,
     truth_labels,
 )
+from closedloop.serving.parameters import DEFAULT_MAX_ROWS
 
 __all__ = [
     "EVENT_KINDS",
@@ -74,33 +97,37 @@ __all__ = [
     "EventKind",
     "ResponsePrediction",
     "SeldonEvent",
+    "check_rows",
     "feedback_puid",
     "feedback_rows",
     "is_protobuf",
-    "parse_event",
-    "request_rows",
+    "parse_attributes",
+    "read_body",
+    "refusal",
+    "request_message",
     "response_prediction",
 ]
 
 EVENT_KINDS = SELDON_EVENT_KINDS
-MAX_ROWS_PER_EVENT = 10_000
+MAX_ROWS_PER_EVENT = DEFAULT_MAX_ROWS
+"""The model server's default ``max_rows``; the sidecar takes the server's setting."""
 PROTOBUF_CONTENT_TYPES = frozenset({"application/protobuf", "application/x-protobuf"})
 """Media types of a protobuf body: the Seldon executor's gRPC payloads (the first)."""
 
 EventKind = Literal["request", "response", "feedback"]
 EventEncoding = Literal["json", "protobuf"]
+_HEADERS = tuple(f"ce-{a}" for a in REQUIRED_ATTRIBUTES)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SeldonEvent:
-    """A CloudEvent from the request logger whose attributes passed the checks.
+    """The attributes of a CloudEvent from the request logger, checked.
 
     Attributes:
         kind: ``request``, ``response`` or ``feedback``.
         id: ``Ce-Id``.
         source: ``Ce-Source``.
         request_id: ``Ce-Requestid``, if sent.
-        data: The parsed JSON body (``None`` for a protobuf body).
         encoding: ``json``, or ``protobuf`` for a message logged from the gRPC port
             (not decoded: drift watches REST traffic only).
     """
@@ -108,8 +135,7 @@ class SeldonEvent:
     kind: EventKind
     id: str
     source: str
-    request_id: str | None
-    data: Any
+    request_id: str | None = None
     encoding: EventEncoding = "json"
 
     @property
@@ -118,64 +144,47 @@ class SeldonEvent:
         return (self.source, self.id)
 
 
-def parse_event(headers: Mapping[str, str], body: bytes) -> SeldonEvent:
-    """Parse a binary-mode CloudEvent with the SDK and check its attributes and type.
+def _attribute(value: str) -> str:
+    return unquote(value) if "%" in value else value
+
+
+def parse_attributes(headers: Mapping[str, str]) -> SeldonEvent:
+    """Read and check the attributes of a binary-mode CloudEvent from its headers.
 
     Args:
-        headers: The HTTP request headers (any case).
-        body: The HTTP request body.
-
-    Returns:
-        The event, its JSON body parsed; for a protobuf body (gRPC traffic), the event
-        with ``encoding="protobuf"`` and no data.
+        headers: The HTTP request headers, names in lower case.
 
     Raises:
-        EventRejected: Missing attributes, a specversion other than 1.0, an unknown
-            type, or a body that is not a JSON object.
+        EventRejected: Missing attributes, a specversion other than 1.0 or an unknown type.
     """
-    from cloudevents.core.bindings.http import HTTPMessage, from_http
-    from cloudevents.core.exceptions import BaseCloudEventException
-    from cloudevents.core.formats.json import JSONFormat
-
-    lowered = {k.lower(): v for k, v in headers.items()}
-    # The SDK fills in a missing id (a fresh UUID) and specversion; a logger that sends
-    # neither is broken, and a made-up id would defeat the dedupe.
-    missing = [f"Ce-{a.capitalize()}" for a in REQUIRED_ATTRIBUTES if not lowered.get(f"ce-{a}")]
-    if missing:
+    values = [headers.get(name) for name in _HEADERS]
+    if not all(values):
+        missing = [
+            f"Ce-{a.capitalize()}"
+            for a, v in zip(REQUIRED_ATTRIBUTES, values, strict=True)
+            if not v
+        ]
         raise EventRejected(
             "attributes",
             f"missing CloudEvent headers {missing}: send binary-mode CloudEvents v1.0",
         )
-    try:
-        event = from_http(HTTPMessage(lowered, body), JSONFormat())
-    except (BaseCloudEventException, ValueError) as exc:
-        raise EventRejected("attributes", f"invalid CloudEvent attributes: {exc}") from exc
-    if event.get_specversion() != SPECVERSION:
+    event_id, source, event_type, specversion = values
+    if specversion != SPECVERSION:
         raise EventRejected(
-            "attributes",
-            f"unsupported specversion {event.get_specversion()!r}: use {SPECVERSION}",
+            "attributes", f"unsupported specversion {specversion!r}: use {SPECVERSION}"
         )
-    kind = EVENT_KINDS.get(event.get_type())
+    kind = EVENT_KINDS.get(event_type)  # type: ignore[arg-type]
     if kind is None:
         raise EventRejected(
-            "type",
-            f"unexpected Ce-Type {event.get_type()!r}: expected one of {sorted(EVENT_KINDS)}",
+            "type", f"unexpected Ce-Type {event_type!r}: expected one of {sorted(EVENT_KINDS)}"
         )
-    request_id = event.get_extension("requestid")
-    protobuf = is_protobuf(event.get_datacontenttype())
-    data = None if protobuf else event.get_data()
-    if not protobuf and kind != "response" and not isinstance(data, dict):
-        shown = "an empty body" if data is None else f"{type(data).__name__}"
-        raise EventRejected(
-            "payload", f"the body must be a JSON object (a Seldon message), got {shown}"
-        )
+    request_id = headers.get("ce-requestid")
     return SeldonEvent(
-        kind=kind,  # type: ignore[arg-type]
-        id=event.get_id(),
-        source=event.get_source(),
-        request_id=str(request_id) if request_id else None,
-        data=data,
-        encoding="protobuf" if protobuf else "json",
+        kind,  # type: ignore[arg-type]
+        _attribute(event_id),  # type: ignore[arg-type]
+        _attribute(source),  # type: ignore[arg-type]
+        _attribute(request_id) if request_id else None,
+        "protobuf" if is_protobuf(headers.get("content-type")) else "json",
     )
 
 
@@ -185,65 +194,126 @@ def is_protobuf(content_type: str | None) -> bool:
     return media_type in PROTOBUF_CONTENT_TYPES
 
 
-def request_rows(message: Any, schema: InputSchema, what: str = "") -> pd.DataFrame:
-    """Check the rows of a Seldon message against the schema and coerce them.
+def read_body(body: bytes) -> Any:
+    """Parse a JSON body once, as the model server does.
 
-    Args:
-        message: The parsed ``SeldonMessage``.
-        schema: The served version's input schema.
-        what: Where the message sits (``feedback.request``), put before error
-            messages; empty for a request event, whose errors read as the server's.
-
-    Returns:
-        The coerced rows (the schema's feature columns, in order).
+    A body too deep for the parsers (orjson stops at 1,024 levels, Python's ``json`` at
+    its recursion limit) is refused here; a shallower one deeper than
+    :data:`~closedloop.serving.messages.MAX_NESTING` is parsed, and refused by the
+    server's own message checks, which measure nesting first.
 
     Raises:
-        EventRejected: ``payload`` if the model server would refuse the message,
-            ``too_large`` for more than :data:`MAX_ROWS_PER_EVENT` rows, ``schema`` if
-            the rows do not match the schema.
+        EventRejected: ``not_json`` or ``too_deep``.
     """
-    rows = _message_rows(message, what)
     try:
-        if rows.records is not None:
-            checked = check_frame(records_frame(rows.records, schema.feature_names), schema)
-        else:
-            checked = check_frame(rows.rows or [], schema, rows.names)
-    except (MessageError, SchemaError) as exc:
-        raise EventRejected(
-            "schema", f"{what or 'the request'} does not match the model's schema: {exc}"
-        ) from exc
-    return checked.frame
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        try:
+            return json.loads(body)
+        except RecursionError as exc:
+            raise EventRejected(
+                "too_deep",
+                f"the body is nested too deeply: at most {MAX_NESTING} levels of arrays "
+                "and objects are accepted",
+            ) from exc
+        except ValueError as exc:
+            raise EventRejected("not_json", f"the body is not valid JSON: {exc}") from exc
 
 
-def feedback_rows(message: Any, schema: InputSchema) -> tuple[pd.DataFrame, pd.Series]:
-    """Check a Seldon ``Feedback`` message: the features of ``request`` and the ``truth``.
+def refusal(exc: MessageError, what: str = "") -> EventRefused:
+    """The refusal of a message the server refuses, in the server's words."""
+    reason = REFUSED_TOO_MANY_ROWS if isinstance(exc, TooManyRows) else REFUSED_MESSAGE
+    return EventRefused(reason, f"{what}: {exc}" if what else str(exc))
 
-    Args:
-        message: The parsed ``Feedback`` (``{"request": ..., "truth": ..., ...}``).
-        schema: The served version's input schema.
 
-    Returns:
-        The coerced feature rows and the labels (a series named ``schema.target``, on the
-        same index).
+def request_message(data: Any, max_rows: int) -> MessageRows:
+    """Check a prediction request as the server does and take its rows out.
 
     Raises:
-        EventRejected: If the request rows or the labels are missing or invalid.
+        EventRefused: ``message`` or ``too_many_rows``, with the server's words.
     """
-    if not isinstance(message, Mapping) or "request" not in message or "truth" not in message:
-        raise EventRejected(
-            "payload", "a feedback message needs 'request' (the features) and 'truth' (the labels)"
-        )
-    frame = request_rows(message["request"], schema, what="feedback.request")
     try:
-        truth = truth_labels(message["truth"], max_rows=MAX_ROWS_PER_EVENT)
+        return prediction_rows(data, max_rows=max_rows)
     except MessageError as exc:
-        raise _rejected(exc, "") from exc
-    if len(truth) != len(frame):
-        raise EventRejected(
-            "schema", f"the feedback has {len(frame)} feature rows but {len(truth)} truth labels"
+        raise refusal(exc) from exc
+
+
+def check_rows(plan: RowPlan, message: MessageRows, what: str = "") -> CheckedRows:
+    """Check a message's rows with the served version's plan; refuse them all if one is refused.
+
+    Raises:
+        EventRefused: ``columns`` for names or width that do not fit (every row
+            counted so), else the first refused row's reason; every row of the message
+            is counted (the good ones as ``request_refused``).
+    """
+    try:
+        if message.records is not None:
+            checked = plan.check_records(message.records)
+        else:
+            checked = plan.check_rows(message.rows or [], message.names)
+    except SchemaError as exc:
+        count = len(message.records if message.records is not None else message.rows or [])
+        raise EventRefused(
+            REFUSED_COLUMNS,
+            f"{what or 'the request'} does not match the model's schema: {exc}",
+            {REFUSED_COLUMNS: max(1, count)},
+        ) from exc
+    if checked.errors:
+        raise rows_refusal(checked, what)
+    return checked
+
+
+def rows_refusal(checked: CheckedRows, what: str = "") -> EventRefused:
+    """The refusal of rows of which at least one is refused (the server's 400 message)."""
+    text = ""
+    try:
+        checked.raise_for_errors()
+    except SchemaError as exc:
+        text = str(exc)
+    counts = checked.refusals_by_reason()
+    others = checked.n_rows - len(checked.errors)
+    if others:
+        counts[REFUSED_WITH_REQUEST] = others
+    return EventRefused(checked.errors[0].reason, f"{what}: {text}" if what else text, counts)
+
+
+def feedback_rows(
+    message: Any, plan: RowPlan, schema: InputSchema, max_rows: int
+) -> tuple[CheckedRows, list[Any]]:
+    """Check a Seldon ``Feedback`` as the server does: the rows of ``request``, the ``truth``.
+
+    Returns:
+        The checked rows and one label per row (of the schema's classes, or floats).
+
+    Raises:
+        EventRefused: If the message, the rows or the labels are refused.
+    """
+    try:
+        check_feedback_message(message, max_rows=max_rows)
+    except MessageError as exc:
+        raise refusal(exc) from exc
+    request, truth = message.get("request"), message.get("truth")
+    if not isinstance(request, Mapping) or "data" not in request or truth is None:
+        raise EventRefused(
+            REFUSED_MESSAGE,
+            "a feedback message needs 'request.data' (the features) and 'truth' (the labels)",
         )
-    labels = [_label(v, i, schema) for i, v in enumerate(truth)]
-    return frame, pd.Series(labels, index=frame.index, name=schema.target)
+    try:
+        rows = message_rows(request, max_rows=max_rows)
+    except MessageError as exc:
+        raise refusal(exc, "feedback.request") from exc
+    checked = check_rows(plan, rows, what="feedback.request")
+    try:
+        labels = truth_labels(truth, max_rows=max_rows)
+    except MessageError as exc:
+        raise EventRefused(REFUSED_LABEL, str(exc), {REFUSED_LABEL: checked.n_rows}) from exc
+    if len(labels) != checked.n_rows:
+        raise EventRefused(
+            REFUSED_LABEL,
+            f"the feedback has {checked.n_rows} feature rows but {len(labels)} truth labels",
+            {REFUSED_LABEL: checked.n_rows},
+        )
+    return checked, [_label(v, i, schema, checked.n_rows) for i, v in enumerate(labels)]
 
 
 @dataclass(frozen=True)
@@ -263,21 +333,24 @@ class ResponsePrediction:
         return len(self.scores)
 
 
-def response_prediction(message: Any, schema: InputSchema) -> ResponsePrediction:
+def response_prediction(
+    message: Any, schema: InputSchema, max_rows: int = MAX_ROWS_PER_EVENT
+) -> ResponsePrediction:
     """Read the scores of a logged response (a ``SeldonMessage`` from the model).
 
     Args:
         message: The parsed response body.
         schema: The served version's input schema (task and classes).
+        max_rows: Most rows read.
 
     Returns:
         The scores and the version that answered.
 
     Raises:
-        EventRejected: If the response holds no finite scores of the schema's shape.
+        EventRefused: If the response holds no finite scores of the schema's shape.
     """
     if not isinstance(message, Mapping) or "data" not in message:
-        raise EventRejected("payload", "the response has no 'data' (ndarray or tensor) scores")
+        raise EventRefused(REFUSED_MESSAGE, "the response has no 'data' (ndarray or tensor) scores")
     data = message["data"]
     ndarray = data.get("ndarray") if isinstance(data, Mapping) else None
     flat = isinstance(ndarray, list) and not any(isinstance(v, list) for v in ndarray)
@@ -286,30 +359,35 @@ def response_prediction(message: Any, schema: InputSchema) -> ResponsePrediction
         # A regressor answers a 1-D array: one prediction per row.
         rows = [[v] for v in ndarray]  # type: ignore[union-attr]
     else:
-        rows = _message_rows(message, "response").rows
+        try:
+            rows = prediction_rows(message, max_rows=max_rows).rows
+        except MessageError as exc:
+            raise refusal(exc, "response") from exc
     try:
         scores = np.asarray(rows, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise EventRejected("payload", f"the response's scores are not numbers: {exc}") from exc
+        raise EventRefused(
+            REFUSED_MESSAGE, f"the response's scores are not numbers: {exc}"
+        ) from exc
     if scores.ndim != 2 or len(scores) == 0:
-        raise EventRejected("payload", "the response holds no rows of scores")
-    if len(scores) > MAX_ROWS_PER_EVENT:
-        raise EventRejected(
-            "too_large", f"the response holds {len(scores)} rows; at most {MAX_ROWS_PER_EVENT}"
+        raise EventRefused(REFUSED_MESSAGE, "the response holds no rows of scores")
+    if len(scores) > max_rows:
+        raise EventRefused(
+            REFUSED_TOO_MANY_ROWS, f"the response holds {len(scores)} rows; at most {max_rows}"
         )
     if not np.all(np.isfinite(scores)):
-        raise EventRejected("payload", "the response's scores must be finite numbers")
+        raise EventRefused(REFUSED_MESSAGE, "the response's scores must be finite numbers")
     if schema.task == "regression":
         if scores.shape[1] != 1:
-            raise EventRejected(
-                "schema", f"a regressor answers one value per row, got {scores.shape[1]}"
+            raise EventRefused(
+                REFUSED_COLUMNS, f"a regressor answers one value per row, got {scores.shape[1]}"
             )
         scores = scores[:, 0]
     else:
         classes = len(schema.classes or ())
         if scores.shape[1] != classes:
-            raise EventRejected(
-                "schema",
+            raise EventRefused(
+                REFUSED_COLUMNS,
                 f"the response has {scores.shape[1]} scores per row; the model has "
                 f"{classes} classes",
             )
@@ -331,33 +409,17 @@ def feedback_puid(message: Any) -> str | None:
     return puid if isinstance(puid, str) and puid else None
 
 
-def _where(what: str) -> str:
-    return f"{what}: " if what else ""
+def _label(value: Any, position: int, schema: InputSchema, rows: int) -> Any:
+    def refused(message: str) -> EventRefused:
+        return EventRefused(REFUSED_LABEL, message, {REFUSED_LABEL: rows})
 
-
-def _rejected(exc: MessageError, what: str) -> EventRejected:
-    """The sidecar's refusal of a message the model server refuses, in the same words."""
-    reason = "too_large" if isinstance(exc, TooManyRows) else "payload"
-    return EventRejected(reason, f"{_where(what)}{exc}")
-
-
-def _message_rows(message: Any, what: str) -> MessageRows:
-    try:
-        return prediction_rows(message, max_rows=MAX_ROWS_PER_EVENT)
-    except MessageError as exc:
-        raise _rejected(exc, what) from exc
-
-
-def _label(value: Any, position: int, schema: InputSchema) -> Any:
     if schema.task == "regression":
         if (
             isinstance(value, bool)
             or not isinstance(value, int | float)
             or not math.isfinite(value)
         ):
-            raise EventRejected(
-                "schema", f"truth label {position} must be a finite number, got {value!r}"
-            )
+            raise refused(f"truth label {position} must be a finite number, got {value!r}")
         return float(value)
     classes: Sequence[Any] = schema.classes or ()
     candidate = value
@@ -372,8 +434,7 @@ def _label(value: Any, position: int, schema: InputSchema) -> Any:
             candidate = int(number)
     bool_classes = any(isinstance(c, bool) for c in classes)
     if isinstance(candidate, bool) != bool_classes or candidate not in classes:
-        raise EventRejected(
-            "schema",
-            f"truth label {position} is {value!r}; the model's classes are {list(classes)}",
+        raise refused(
+            f"truth label {position} is {value!r}; the model's classes are {list(classes)}"
         )
     return candidate

@@ -1,76 +1,104 @@
-"""The sidecar's core, without HTTP: check events, fill windows, run the detector, alarm.
+"""The sidecar's core, without HTTP: check events, journal them, fill windows, run the detector, alarm.
 
-:class:`DriftMonitor` owns four threads besides the caller's:
+:meth:`DriftMonitor.submit` takes a batch of events (those that arrived together). It
+checks each one completely before taking the lock (:mod:`.intake`: the model server's
+own message and row checks; nothing is shared, so a bad event touches no state); under
+the lock it dedupes on ``(source, id)``, takes the rows into the window or the feedback
+buffer, and appends the event to the journal (:mod:`.journal`) in the same order; then,
+outside the lock, one journal sync puts the whole batch on disk (group commit) and only
+then does it return: every result it returns is durable. A duplicate is answered only
+after that sync too, so it is never acknowledged ahead of the event it repeats.
 
-* the **evaluator** runs the detector on closed windows, in order, tests the labelled
-  predictions joined to each window against the version's quality baseline
-  (:func:`closedloop.quality.assess`), publishes the scores and, for an alerting window
-  only (input drift or quality loss), hands a :class:`DriftAlarm` to the emitter;
-* the **ticker** closes windows by age, refreshes the gauges and writes a checkpoint
-  every ``checkpoint_interval`` seconds when something changed;
+Besides the callers' threads, :class:`DriftMonitor` owns these:
+
+* the **evaluator** runs the detector on closed windows, in order, once their rows are
+  durable, tests the labelled predictions joined to each window against the version's
+  quality baseline (:func:`closedloop.quality.assess`), publishes the scores and, for
+  an alerting window only (input drift or quality loss), hands a :class:`DriftAlarm` to
+  the emitter;
+* the **ticker** closes windows by age (journaled, so a replay closes them alike),
+  refreshes the gauges and writes a checkpoint every ``checkpoint_interval`` seconds
+  when something changed;
 * the **archiver** writes feedback batches to S3 when one is due;
 * the **emitter** (:class:`~closedloop.drift.sidecar.emitter.AlarmEmitter`) delivers
   drift events to the trigger.
 
-:meth:`DriftMonitor.ingest` is called for every HTTP request. It checks the event
-completely before taking the lock, so a bad event is answered without touching any
-state; under the lock it dedupes on ``(source, id)`` and buffers the rows.
+Restart (:meth:`DriftMonitor.open`): the checkpoint, then every journal record after it,
+each taken again through the same checks; a checkpoint starts a new journal segment and
+removes the ones it covers. An acknowledged event is never lost nor taken twice.
 
 Quality: response events are remembered by puid (:class:`~closedloop.drift.sidecar.join.PredictionLog`);
 a feedback event whose ``response.meta.puid`` names a remembered prediction of the served
 version joins its labels to that prediction's scores, and the labelled rows go with the
 window being filled. Feedback that does not join is archived all the same but counted as
-unmatched and kept out of every window. The labelled rows of open and pending windows are
-checkpointed with them; the prediction log is not, so feedback for predictions made
-before a restart counts as ``unknown_puid``.
+unmatched and kept out of every window. The journal keeps each feedback's join, so a
+replay joins it the same way; the prediction log itself is not checkpointed, so
+feedback for predictions made before a checkpoint and a restart counts as
+``unknown_puid``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Mapping
+from collections import Counter, deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Any, Literal
+
+import numpy as np
+import orjson
 
 from closedloop.drift.policy import DriftPolicy
 from closedloop.drift.sidecar.alarm import DriftAlarm, WindowReport
 from closedloop.drift.sidecar.archive import FeedbackArchive, archive_fields
 from closedloop.drift.sidecar.emitter import AlarmEmitter
-from closedloop.drift.sidecar.errors import CheckpointError, EventRejected
-from closedloop.drift.sidecar.events import (
-    SeldonEvent,
-    feedback_puid,
-    feedback_rows,
-    parse_event,
-    request_rows,
-    response_prediction,
+from closedloop.drift.sidecar.errors import (
+    CheckpointError,
+    EventRefused,
+    EventRejected,
+    JournalError,
 )
+from closedloop.drift.sidecar.events import MAX_ROWS_PER_EVENT, SeldonEvent, parse_attributes
 from closedloop.drift.sidecar.frames import feature_fields
+from closedloop.drift.sidecar.intake import CheckedEvent, check_event
 from closedloop.drift.sidecar.join import (
     DEFAULT_CAPACITY,
     LabelledRows,
     LoggedPrediction,
     PredictionLog,
 )
+from closedloop.drift.sidecar.journal import (
+    Journal,
+    JournalRecord,
+    RecordKind,
+    list_segments,
+    read_segment,
+    segment_path,
+)
 from closedloop.drift.sidecar.loader import ServedDetector
 from closedloop.drift.sidecar.metrics import SidecarMetrics
-from closedloop.drift.sidecar.state import Checkpoint, Ledger, LedgerValues, StateDir
-from closedloop.drift.sidecar.window import ClosedWindow, Deduper, WindowBuffer
+from closedloop.drift.sidecar.state import Checkpoint, StateDir
+from closedloop.drift.sidecar.window import ClosedWindow, Deduper, WindowBuffer, row_count
 from closedloop.drift.verdict import clean_scores, drifted_features
+from closedloop.ml.rowplan import RowPlan
 from closedloop.quality import QualityError, QualityResult, assess
 from closedloop.storage import Store
 
-if TYPE_CHECKING:
-    import pandas as pd
-
 log = logging.getLogger(__name__)
 
-Outcome = Literal["accepted", "duplicate", "ignored", "buffered", "recorded", "skipped"]
+Outcome = Literal[
+    "accepted", "duplicate", "ignored", "buffered", "recorded", "skipped", "refused", "rejected"
+]
 Previous = Literal["none", "clean", "unclean"]
+_KINDS: dict[RecordKind, str] = {
+    RecordKind.REQUEST: "request",
+    RecordKind.RESPONSE: "response",
+    RecordKind.FEEDBACK: "feedback",
+}
 
 
 @dataclass(frozen=True)
@@ -79,11 +107,11 @@ class MonitorSettings:
 
     Attributes:
         replica: This sidecar's id in alarm ids and sources (stable across restarts).
-        state_dir: Where checkpoints, the ledger and the outbox live.
+        state_dir: Where checkpoints, the journal and the outbox live.
         trigger_url: Where drift CloudEvents go.
         archive_uri: Root of the feedback archive.
-        checkpoint_interval: Seconds between periodic checkpoints (bounds the loss
-            after a hard kill).
+        checkpoint_interval: Seconds between periodic checkpoints (bounds the journal
+            replayed after a hard kill; nothing acknowledged is lost either way).
         dedupe_capacity: How many ``(source, id)`` keys are remembered.
         archive_batch_rows: Feedback rows per archive batch.
         archive_flush_seconds: Longest a feedback row waits for its batch.
@@ -91,6 +119,7 @@ class MonitorSettings:
         emit_backoff_max: Longest delay between delivery attempts.
         tick_seconds: How often windows are checked for age.
         prediction_capacity: Most predictions remembered while they wait for feedback.
+        max_rows: The model server's ``max_rows``: most rows of one message.
     """
 
     replica: str
@@ -105,24 +134,31 @@ class MonitorSettings:
     emit_backoff_max: float = 30.0
     tick_seconds: float = 0.5
     prediction_capacity: int = DEFAULT_CAPACITY
+    max_rows: int = MAX_ROWS_PER_EVENT
 
 
 @dataclass(frozen=True)
 class IngestResult:
-    """What happened to one accepted request.
+    """What happened to one event.
 
     Attributes:
-        kind: ``request``, ``response`` or ``feedback``.
+        kind: ``request``, ``response``, ``feedback`` or ``unknown``.
         outcome: ``accepted`` (rows went into windows), ``buffered`` (feedback rows
             went to the archive buffer), ``recorded`` (a response remembered for the
-            join), ``duplicate``, ``ignored`` (a response that cannot be joined) or
-            ``skipped`` (a protobuf body, logged from the gRPC port: not monitored).
-        rows: Rows taken.
+            join), ``duplicate``, ``refused`` (the model server refuses it: nothing
+            taken, its rows counted by reason), ``ignored`` (a response that cannot be
+            joined), ``skipped`` (a protobuf body, logged from the gRPC port: not
+            monitored) or ``rejected`` (unreadable: a client error).
+        rows: Rows taken (for ``refused``: rows refused).
+        reason: Why it was refused or rejected.
+        error: The refusal's or rejection's message.
     """
 
     kind: str
     outcome: Outcome
-    rows: int
+    rows: int = 0
+    reason: str | None = None
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -132,20 +168,24 @@ class StartReport:
     Attributes:
         previous: ``none`` (fresh state directory), ``clean`` or ``unclean`` (hard kill).
         rows_restored: Window rows taken back from the checkpoint.
-        rows_lost: Rows whose fate is unknown (accepted after the last checkpoint).
+        events_replayed: Journal records replayed after the checkpoint.
+        rows_replayed: Window rows those records gave back.
+        rows_lost: Window rows dropped because they were taken for another version.
         windows_pending: Closed windows to evaluate first.
         next_sequence: Number of the window being filled.
     """
 
     previous: Previous
     rows_restored: int
+    events_replayed: int
+    rows_replayed: int
     rows_lost: int
     windows_pending: int
     next_sequence: int
 
 
 class DriftMonitor:
-    """Windows, detector, checkpoints, alarms and the feedback archive of one sidecar.
+    """Windows, journal, detector, checkpoints, alarms and the feedback archive of one sidecar.
 
     Args:
         settings: How to run.
@@ -169,10 +209,14 @@ class DriftMonitor:
         self.policy = policy
         self.served = served
         self.schema = served.schema
+        self.plan = RowPlan(served.schema)
         self.metrics = metrics or SidecarMetrics(served.model_name, served.version)
         self._clock = clock
         self.state = StateDir(
             settings.state_dir, feature_fields(self.schema), archive_fields(self.schema)
+        )
+        self.journal = Journal(
+            self.state.path, served.model_name, served.version, self.metrics.journal_synced
         )
         self.archive = FeedbackArchive(
             store,
@@ -204,8 +248,8 @@ class DriftMonitor:
         self._pending: deque[ClosedWindow] = deque()
         self._history: deque[WindowReport] = deque(maxlen=policy.n - 1)
         self._rows_accepted = 0
-        self._ledger: Ledger | None = None
         self._dirty = False
+        self._opened = False
         self._last_checkpoint = 0.0
         self._threads: list[threading.Thread] = []
         self._grpc_warned = False
@@ -234,62 +278,71 @@ class DriftMonitor:
 
     # -- life cycle -------------------------------------------------------------------
     def open(self) -> StartReport:
-        """Resume from the state directory, count what a hard kill lost, and checkpoint.
+        """Resume: load the checkpoint, replay the journal after it, checkpoint, start the journal.
 
         Raises:
-            CheckpointError: If the state directory is unusable.
+            CheckpointError: If the state directory or its checkpoint is unusable.
+            JournalError: If a journal segment cannot be read.
         """
         checkpoint = self.state.read_checkpoint()
-        self._ledger = self.state.ledger()
-        before = self._ledger.read()
+        segments = list_segments(self.state.path)
         unclean = self.state.was_running()
         previous: Previous = (
-            "none" if checkpoint is None and before is None else "unclean" if unclean else "clean"
+            "none" if checkpoint is None and not segments else "unclean" if unclean else "clean"
         )
-        lost = 0
-        if unclean and before is not None:
-            lost = max(0, before.rows_accepted - (checkpoint.rows_accepted if checkpoint else 0))
-        elif unclean:
-            log.warning("the previous run stopped uncleanly and its ledger is unreadable")
-        next_sequence = 1
-        if checkpoint is not None:
-            next_sequence = checkpoint.open_window.sequence
-        if unclean and before is not None:
-            # Windows up to the ledger's number may have closed and alarmed after the
-            # checkpoint: never give their numbers (hence alarm ids) to other rows.
-            next_sequence = max(next_sequence, before.max_sequence + 1)
+        first = checkpoint.journal_segment if checkpoint is not None else 0
         self._buffer = WindowBuffer(
             self.policy.window_size,
             self.policy.window_max_age_seconds,
             self.policy.min_rows,
-            next_sequence,
+            checkpoint.open_window.sequence if checkpoint is not None else 1,
         )
-        restored = self._restore(checkpoint) if checkpoint is not None else 0
+        restored, lost = self._restore(checkpoint) if checkpoint is not None else (0, 0)
         self._rows_accepted = checkpoint.rows_accepted if checkpoint is not None else 0
+        before = self._rows_accepted
+        replayed = 0
+        for number in segments:
+            if number < first:
+                # Covered by the checkpoint: left behind by a kill after it was published.
+                segment_path(self.state.path, number).unlink(missing_ok=True)
+                continue
+            replayed += self._replay_segment(number)
+        rows_replayed = self._rows_accepted - before
         # Labels count as stale only after label_delay_seconds without one from now on.
         self._last_label_at = self._clock()
-        self._ledger.write(LedgerValues(self._rows_accepted, self._buffer.sequence))
+        self.journal.start(max([first, *(n + 1 for n in segments)]))
+        self._opened = True
         self.state.mark_running()
         self.metrics.started(previous)
+        self.metrics.events_replayed.inc(replayed)
         if lost:
-            log.warning("%d rows accepted after the last checkpoint were lost by a hard kill", lost)
-            self.metrics.rows_lost("unclean_stop", lost)
+            self.metrics.rows_lost("version_changed", lost)
         self.checkpoint(force=True)
-        report = StartReport(previous, restored, lost, len(self._pending), self._buffer.sequence)
+        report = StartReport(
+            previous,
+            restored,
+            replayed,
+            rows_replayed,
+            lost,
+            len(self._pending),
+            self._buffer.sequence,
+        )
         log.info(
-            "resumed %s %s: previous run %s, %d rows restored, %d lost, %d windows pending, "
-            "filling window %d",
+            "resumed %s %s: previous run %s, %d rows restored from the checkpoint, %d journal "
+            "records replayed (%d rows), %d windows pending, filling window %d",
             self.model_name,
             self.model_version,
             previous,
             restored,
-            lost,
+            replayed,
+            rows_replayed,
             report.windows_pending,
             report.next_sequence,
         )
         return report
 
-    def _restore(self, checkpoint: Checkpoint) -> int:
+    def _restore(self, checkpoint: Checkpoint) -> tuple[int, int]:
+        """Take the checkpoint's state back; return (window rows restored, rows dropped)."""
         self._dedupe.extend(checkpoint.dedupe_keys)
         feedback = checkpoint.feedback
         if len(feedback):
@@ -312,12 +365,52 @@ class DriftMonitor:
                 checkpoint.model_version,
                 window_rows,
             )
-            self.metrics.rows_lost("version_changed", window_rows)
-            return 0
+            return 0, window_rows
         self._history.extend(checkpoint.history)
         self._pending.extend(checkpoint.pending)
         self._pending.extend(self._buffer.restore(checkpoint.open_window))
-        return window_rows
+        return window_rows, 0
+
+    def _replay_segment(self, number: int) -> int:
+        segment = read_segment(self.state.path, number)
+        if segment.torn_bytes:
+            log.warning(
+                "journal segment %d ends with %d bytes of a record cut short (never "
+                "acknowledged): ignored",
+                number,
+                segment.torn_bytes,
+            )
+        if segment.records and (
+            segment.model_name != self.model_name or segment.model_version != self.model_version
+        ):
+            log.warning(
+                "journal segment %d holds %d events for %s %s: not replayed",
+                number,
+                len(segment.records),
+                segment.model_name,
+                segment.model_version,
+            )
+            return 0
+        with self._work:
+            for record in segment.records:
+                self._replay(record)
+        return len(segment.records)
+
+    def _replay(self, record: JournalRecord) -> None:
+        """Take one journal record again, as it was taken (the caller holds the lock)."""
+        if record.kind == RecordKind.CLOSE:
+            sequence = int(record.extra_json()["sequence"])
+            if self._buffer.sequence == sequence:
+                closed = self._buffer.close(record.at, "age")
+                if closed is not None:
+                    self._pending.append(closed)
+            return
+        event = SeldonEvent(_KINDS[record.kind], record.id, record.source, record.request_id)
+        checked = check_event(event, record.body, self.plan, self.schema, self.settings.max_rows)
+        if checked.verdict == "take":
+            self._take(checked, record.at, [], record.extra_json())
+        else:  # the checks changed since it was taken: cannot happen for one version
+            log.error("journal record %s/%s no longer passes its checks", record.source, record.id)
 
     def start(self) -> None:
         """Start the evaluator, ticker, archiver and emitter threads."""
@@ -343,20 +436,19 @@ class DriftMonitor:
         self._threads = []
         self._flush_archive()
         self.checkpoint(force=True)
+        self.journal.close()
         self.emitter.stop()
-        if self._ledger is not None:
-            self._ledger.close()
-            self._ledger = None
         self.state.mark_stopped()
         log.info("stopped cleanly; state in %s", self.state.path)
 
     def healthy(self) -> bool:
-        """Whether every worker thread runs."""
+        """Whether every worker thread runs and the journal writes."""
         return (
             not self._stopping.is_set()
             and bool(self._threads)
             and all(t.is_alive() for t in self._threads)
             and self.emitter.is_alive()
+            and self.journal.failed is None
         )
 
     def status(self) -> dict[str, object]:
@@ -372,71 +464,257 @@ class DriftMonitor:
                 "window_labelled_rows": self._buffer.labelled_rows,
                 "windows_pending": len(self._pending),
                 "rows_accepted": self._rows_accepted,
+                "feedback_rows_buffered": self.archive.buffered,
+                "journal_segment": self.journal.segment,
             }
 
     # -- events -----------------------------------------------------------------------
     def ingest(self, headers: Mapping[str, str], body: bytes) -> IngestResult:
-        """Check one CloudEvent and take it into windows or the archive buffer.
+        """Take one CloudEvent and wait until it is durable (the in-process interface).
 
         Raises:
-            EventRejected: If the event is invalid; nothing was changed.
+            EventRejected: If the event cannot be read; nothing was changed.
+            JournalError: If the journal cannot write it.
         """
-        kind = "unknown"
-        try:
-            event = parse_event(headers, body)
-            kind = event.kind
-            if event.encoding == "protobuf":
-                return self._skip_protobuf(event)
-            if event.kind == "response":
-                return self._ingest_response(event)
-            if event.kind == "request":
-                frame = request_rows(event.data, self.schema)
-            else:
-                frame, labels = feedback_rows(event.data, self.schema)
-        except EventRejected as exc:
-            self.metrics.rejected(exc.reason)
-            self.metrics.event(kind, "rejected")
-            raise
-        now = self._clock()
-        with self._work:
-            if event.key in self._dedupe:
-                self.metrics.event(kind, "duplicate")
-                return IngestResult(kind, "duplicate", 0)
-            self._dedupe.add(event.key)
-            self._dirty = True
-            if event.kind == "request":
-                closed = self._buffer.add(frame, now)
-                self._rows_accepted += len(frame)
-                assert self._ledger is not None
-                self._ledger.write(LedgerValues(self._rows_accepted, self._buffer.sequence))
-                if closed:
-                    self._pending.extend(closed)
-                    self._work.notify_all()
-            else:
-                self.archive.add(
-                    frame,
-                    labels,
-                    event_id=event.id,
-                    event_source=event.source,
-                    model_version=self.model_version,
-                    received_at=now,
-                )
-                unmatched, dropped = self._join(feedback_puid(event.data), labels, now)
-        if event.kind == "request":
-            self.metrics.rows_accepted.inc(len(frame))
-            self.metrics.event(kind, "accepted")
-            return IngestResult(kind, "accepted", len(frame))
-        if unmatched is None:
-            self.metrics.feedback_joined.inc()
-        else:
-            self.metrics.feedback_unmatched(unmatched)
-        if dropped:
-            self.metrics.labelled_rows_dropped.inc(dropped)
-        self.metrics.event(kind, "buffered")
-        self.metrics.feedback_rows_buffered.set(self.archive.buffered)
-        return IngestResult(kind, "buffered", len(frame))
+        lowered = {k.lower(): v for k, v in headers.items()}
+        result = self.submit([(lowered, body)])[0]
+        if result.outcome == "rejected":
+            raise EventRejected(result.reason, result.error or "")  # type: ignore[arg-type]
+        return result
 
-    def _skip_protobuf(self, event: SeldonEvent) -> IngestResult:
+    def submit(self, events: Sequence[tuple[Mapping[str, str], bytes]]) -> list[IngestResult]:
+        """Check and take events that arrived together; return once they are on disk.
+
+        :meth:`take`, then one journal sync for the whole batch (group commit), run in
+        the caller's thread.
+
+        Args:
+            events: ``(headers, body)`` of each event, header names in lower case.
+
+        Returns:
+            One result per event, in order: each is durable when this returns.
+
+        Raises:
+            JournalError: If the journal cannot write (nothing may be acknowledged).
+        """
+        results, ticket = self.take(events)
+        self.journal.sync(ticket)
+        return results
+
+    def take(
+        self, events: Sequence[tuple[Mapping[str, str], bytes]]
+    ) -> tuple[list[IngestResult], int]:
+        """Check and take events that arrived together, without waiting for the disk.
+
+        Args:
+            events: ``(headers, body)`` of each event, header names in lower case.
+
+        Returns:
+            One result per event, in order, and the journal ticket to sync
+            (:meth:`Journal.sync`) before any of them is answered.
+
+        Raises:
+            JournalError: If the journal has failed (nothing was taken).
+        """
+        if self.journal.failed is not None:
+            raise self.journal.failed
+        results: list[IngestResult | None] = [None] * len(events)
+        checked: list[tuple[int, CheckedEvent]] = []
+        for i, (headers, body) in enumerate(events):
+            try:
+                event = parse_attributes(headers)
+            except EventRejected as exc:
+                results[i] = IngestResult("unknown", "rejected", reason=exc.reason, error=str(exc))
+                continue
+            checked.append(
+                (i, check_event(event, body, self.plan, self.schema, self.settings.max_rows))
+            )
+        now = self._clock()
+        records: list[bytes] = []
+        taken: list[tuple[int, CheckedEvent, Outcome, Any]] = []
+        with self._work:
+            for i, item in checked:
+                if item.verdict == "take":
+                    outcome, detail = self._take(item, now, records, None)
+                    taken.append((i, item, outcome, detail))
+                else:
+                    results[i] = self._not_taken(item)
+            # A duplicate waits for everything before it: the event it repeats may still
+            # be on its way to the disk.
+            ticket = self.journal.append(records) if taken else 0
+        for i, item, outcome, _ in taken:
+            rows = row_count(item.rows) if item.rows is not None else len(item.prediction or ())
+            count = 0 if outcome == "duplicate" else rows
+            results[i] = IngestResult(item.event.kind, outcome, count)
+        done = [r for r in results if r is not None]
+        self._count(done, checked, taken)
+        return done, ticket
+
+    def _not_taken(self, item: CheckedEvent) -> IngestResult:
+        kind = item.event.kind
+        if item.verdict == "skipped":
+            self._warn_grpc(kind)
+            return IngestResult(kind, "skipped")
+        error = item.error
+        if item.verdict == "ignored":
+            if error is not None:
+                log.debug("response %s cannot be joined: %s", item.event.request_id, error)
+            return IngestResult(kind, "ignored")
+        assert error is not None
+        if isinstance(error, EventRejected):
+            return IngestResult(kind, "rejected", reason=error.reason, error=str(error))
+        assert isinstance(error, EventRefused)
+        return IngestResult(
+            kind, "refused", sum(error.rows.values()), reason=error.reason, error=str(error)
+        )
+
+    def _take(
+        self, item: CheckedEvent, now: float, records: list[bytes], replayed_join: Any
+    ) -> tuple[Outcome, Any]:
+        """Take a checked event into the state and journal it (the caller holds the lock).
+
+        Args:
+            item: The event.
+            now: When it was taken (the time its rows carry).
+            records: Where its journal record goes (none on replay).
+            replayed_join: On replay, the feedback's join as journaled.
+
+        Returns:
+            The outcome, and for a feedback how its join went (None: joined).
+        """
+        event = item.event
+        if event.kind == "response":
+            assert item.prediction is not None and event.request_id is not None
+            self._predictions.add(
+                event.request_id,
+                LoggedPrediction(item.prediction.scores, item.prediction.model_version, now),
+            )
+            records.append(
+                JournalRecord(
+                    RecordKind.RESPONSE, now, event.source, event.id, event.request_id,
+                    body=item.body,
+                ).encode()
+            )  # fmt: skip
+            return "recorded", None
+        if event.key in self._dedupe:
+            return "duplicate", None
+        self._dedupe.add(event.key)
+        self._dirty = True
+        assert item.rows is not None
+        if event.kind == "request":
+            closed = self._buffer.add(item.rows, now)
+            self._rows_accepted += row_count(item.rows)
+            if closed:
+                self._pending.extend(closed)
+                self._work.notify_all()
+            records.append(
+                JournalRecord(
+                    RecordKind.REQUEST, now, event.source, event.id, event.request_id,
+                    body=item.body,
+                ).encode()
+            )  # fmt: skip
+            return "accepted", None
+        assert item.labels is not None
+        self.archive.add(
+            item.rows.frame,
+            item.labels,
+            event_id=event.id,
+            event_source=event.source,
+            model_version=self.model_version,
+            received_at=now,
+        )
+        unmatched, dropped, join = self._join(item.puid, item.labels, now, replayed_join)
+        records.append(
+            JournalRecord(
+                RecordKind.FEEDBACK, now, event.source, event.id, event.request_id,
+                extra=join, body=item.body,
+            ).encode()
+        )  # fmt: skip
+        return "buffered", (unmatched, dropped)
+
+    def _join(
+        self, puid: str | None, labels: list[Any], now: float, replayed: Any
+    ) -> tuple[str | None, int, bytes]:
+        """Join checked labels to their prediction (the caller holds the lock).
+
+        Args:
+            puid: The prediction the feedback names.
+            labels: Its checked labels.
+            now: When it arrived.
+            replayed: On replay, the join as journaled (it decides, not the prediction log).
+
+        Returns:
+            Why the feedback did not join (``None`` if it did), how many of its labelled
+            rows overflowed the window's cap, and the join to journal.
+        """
+        found: LoggedPrediction | str
+        if replayed is not None:
+            if puid is not None:
+                self._predictions.take(puid, now)
+            if "unmatched" in replayed:
+                return str(replayed["unmatched"]), 0, b""
+            found = LoggedPrediction(np.asarray(replayed["scores"], dtype=np.float64), None, now)
+        elif puid is None:
+            return "no_puid", 0, orjson.dumps({"unmatched": "no_puid"})
+        else:
+            found = self._predictions.take(puid, now)
+            if isinstance(found, str):
+                return found, 0, orjson.dumps({"unmatched": found})
+            if found.model_version is not None and found.model_version != self.model_version:
+                return "other_version", 0, orjson.dumps({"unmatched": "other_version"})
+            if len(found.scores) != len(labels):
+                return "row_mismatch", 0, orjson.dumps({"unmatched": "row_mismatch"})
+        dropped = self._buffer.add_labels(LabelledRows.join(labels, found.scores, self.schema))
+        self._last_label_at = now
+        return (
+            None,
+            dropped,
+            orjson.dumps({"scores": found.scores}, option=orjson.OPT_SERIALIZE_NUMPY),
+        )
+
+    def _count(
+        self,
+        results: list[IngestResult],
+        checked: list[tuple[int, CheckedEvent]],
+        taken: list[tuple[int, CheckedEvent, Outcome, Any]],
+    ) -> None:
+        events: Counter[tuple[str, str]] = Counter()
+        rejected: Counter[str] = Counter()
+        refused: Counter[tuple[str, str]] = Counter()
+        rows = 0
+        for result in results:
+            events[(result.kind, result.outcome)] += 1
+            if result.outcome == "rejected":
+                rejected[result.reason or "unknown"] += 1
+            elif result.outcome == "accepted":
+                rows += result.rows
+            elif result.outcome == "skipped":
+                self.metrics.grpc_event_skipped(result.kind)
+        for _, item in checked:
+            if item.verdict == "refused" and isinstance(item.error, EventRefused):
+                for reason, count in item.error.rows.items():
+                    refused[(item.event.kind, reason)] += count
+        self.metrics.events(events)
+        for reason, count in rejected.items():
+            self.metrics.rejected(reason, count)
+        if refused:
+            self.metrics.refused(refused)
+        if rows:
+            self.metrics.rows_accepted.inc(rows)
+        for _, item, outcome, detail in taken:
+            if item.event.kind == "feedback" and outcome == "buffered":
+                unmatched, dropped = detail
+                if unmatched is None:
+                    self.metrics.feedback_joined.inc()
+                else:
+                    self.metrics.feedback_unmatched(unmatched)
+                if dropped:
+                    self.metrics.labelled_rows_dropped.inc(dropped)
+                self.metrics.feedback_rows_buffered.set(self.archive.buffered)
+            elif item.event.kind == "response":
+                self.metrics.predictions_logged.set(len(self._predictions))
+
+    def _warn_grpc(self, kind: str) -> None:
         # Drift watches REST traffic only: the executor logs gRPC calls with protobuf
         # bodies. Refusing them (4xx) would only make the executor log an error per call
         # (it never retries), so they are answered 2xx, counted, and touch no state.
@@ -446,53 +724,8 @@ class DriftMonitor:
                 "%s events with a protobuf body (gRPC traffic) are not monitored: drift "
                 "watches REST (JSON) traffic only; counting them in "
                 "closedloop_sidecar_grpc_events_skipped_total",
-                event.kind,
+                kind,
             )
-        self.metrics.grpc_event_skipped(event.kind)
-        self.metrics.event(event.kind, "skipped")
-        return IngestResult(event.kind, "skipped", 0)
-
-    def _ingest_response(self, event: SeldonEvent) -> IngestResult:
-        # As the executor's logging, best effort: a response that cannot be joined (no
-        # puid, no scores of the model's shape) is counted, not refused.
-        # A repeated response replaces the same entry, so it needs no dedupe.
-        if event.request_id is None:
-            self.metrics.event("response", "ignored")
-            return IngestResult("response", "ignored", 0)
-        try:
-            prediction = response_prediction(event.data, self.schema)
-        except EventRejected as exc:
-            log.debug("response %s cannot be joined: %s", event.request_id, exc)
-            self.metrics.event("response", "ignored")
-            return IngestResult("response", "ignored", 0)
-        logged = LoggedPrediction(prediction.scores, prediction.model_version, self._clock())
-        with self._lock:
-            self._predictions.add(event.request_id, logged)
-            size = len(self._predictions)
-        self.metrics.predictions_logged.set(size)
-        self.metrics.event("response", "recorded")
-        return IngestResult("response", "recorded", len(prediction))
-
-    def _join(self, puid: str | None, labels: pd.Series, now: float) -> tuple[str | None, int]:
-        """Join checked labels to their prediction (the caller holds the lock).
-
-        Returns:
-            Why the feedback did not join (``None`` if it did), and how many of its
-            labelled rows overflowed the window's cap.
-        """
-        if puid is None:
-            return "no_puid", 0
-        found = self._predictions.take(puid, now)
-        if isinstance(found, str):
-            return found, 0
-        if found.model_version is not None and found.model_version != self.model_version:
-            return "other_version", 0
-        values = labels.tolist()
-        if len(found.scores) != len(values):
-            return "row_mismatch", 0
-        dropped = self._buffer.add_labels(LabelledRows.join(values, found.scores, self.schema))
-        self._last_label_at = now
-        return None, dropped
 
     # -- evaluation -------------------------------------------------------------------
     def _evaluate_loop(self) -> None:
@@ -504,6 +737,13 @@ class DriftMonitor:
                     return
                 window = self._pending[0]
                 history = tuple(self._history)
+                ticket = self.journal.appended
+            try:
+                # Nothing leaves the process before the rows it was judged on are durable.
+                self.journal.sync(ticket)
+            except JournalError as exc:
+                log.error("window %d is not evaluated: %s", window.sequence, exc)
+                return
             report = self._evaluate(window)
             if report is not None and report.verdict(self.policy).alert:
                 # Into the outbox before the window leaves the pending queue: a kill in
@@ -596,6 +836,15 @@ class DriftMonitor:
                 self._pending.append(closed)
                 self._dirty = True
                 self._work.notify_all()
+                close = JournalRecord(
+                    RecordKind.CLOSE, now, extra=orjson.dumps({"sequence": closed.sequence})
+                )
+                try:
+                    self.journal.append([close.encode()])
+                except JournalError as exc:
+                    log.error(
+                        "the age close of window %d is not journaled: %s", closed.sequence, exc
+                    )
             rows, opened = self._buffer.rows, self._buffer.opened_at
             pending = len(self._pending)
             self._predictions.expire(now)
@@ -607,6 +856,9 @@ class DriftMonitor:
         self.metrics.window_fill.set(rows / self.policy.window_size)
         self.metrics.window_age.set(0.0 if opened is None else max(0.0, now - opened))
         self.metrics.windows_pending.set(pending)
+        if closed is not None:
+            with contextlib.suppress(JournalError):  # logged where it failed
+                self.journal.sync()
         if now - self._last_checkpoint >= self.settings.checkpoint_interval:
             self.checkpoint()
 
@@ -620,6 +872,8 @@ class DriftMonitor:
             with self._lock:
                 if not (self._dirty or force):
                     return False
+                # Later events go to a new segment: the checkpoint covers the older ones.
+                segment = self.journal.rotate() if self._opened else self.journal.segment
                 snapshot = Checkpoint(
                     model_name=self.model_name,
                     model_version=self.model_version,
@@ -630,6 +884,7 @@ class DriftMonitor:
                     history=tuple(self._history),
                     dedupe_keys=tuple(self._dedupe.keys()),
                     feedback=self.archive.snapshot(),
+                    journal_segment=segment,
                 )
                 self._dirty = False
             try:
@@ -640,6 +895,10 @@ class DriftMonitor:
                 with self._lock:
                     self._dirty = True
                 return False
+            if self._opened:
+                self.journal.discard_before(segment)
+                with contextlib.suppress(JournalError):  # logged where it failed
+                    self.journal.sync()
             self._last_checkpoint = snapshot.written_at
             self.metrics.checkpoints.inc()
             self.metrics.last_checkpoint.set(snapshot.written_at)

@@ -1,22 +1,23 @@
-"""What the sidecar keeps in ``--state-dir`` so a restart loses nothing, or knows what it lost.
+"""What the sidecar keeps in ``--state-dir``: checkpoints, the event journal, the outbox.
 
 Layout::
 
-    CURRENT                 name of the newest complete checkpoint directory
-    ckpt-<n>/meta.json      sequence numbers, window history, dedupe keys, row counts
-    ckpt-<n>/*.parquet      rows of the open window, of closed windows not yet
-                            evaluated, and feedback rows not yet archived; the
-                            labelled predictions joined to those windows
-                            (``labels*.parquet``)
-    ledger.bin              crash-proof counters: rows accepted, highest window number
-    RUNNING                 present while a sidecar runs; left behind by a hard kill
-    outbox/<seq>-<id>.json  drift events not yet delivered to the trigger
+    CURRENT                   name of the newest complete checkpoint directory
+    ckpt-<n>/meta.json        sequence numbers, window history, dedupe keys, row counts,
+                              the first journal segment to replay after it
+    ckpt-<n>/*.parquet        rows of the open window, of closed windows not yet
+                              evaluated, and feedback rows not yet archived; the
+                              labelled predictions joined to those windows
+                              (``labels*.parquet``)
+    journal-<segment>.log     every event taken since that checkpoint, fsync'd before it
+                              was acknowledged (:mod:`~closedloop.drift.sidecar.journal`)
+    RUNNING                   present while a sidecar runs; left behind by a hard kill
+    outbox/<seq>-<id>.json    drift events not yet delivered to the trigger
 
 A checkpoint is written to a fresh directory and published by replacing ``CURRENT``, so
-a kill mid-write leaves the previous checkpoint intact. The ledger is updated with one
-``pwrite`` per accepted event: the page cache keeps it when the process is killed, so
-after a hard kill the sidecar knows how many rows arrived after the last checkpoint
-(the bounded, counted loss) and never reuses a window number (alarm ids stay unique).
+a kill mid-write leaves the previous checkpoint intact. A restart loads the checkpoint
+and replays the journal after it: an acknowledged event is never lost, and the
+checkpoint interval bounds the replay.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import contextlib
 import json
 import os
 import shutil
-import struct
 import time
 import uuid
 from collections.abc import Iterator
@@ -44,62 +44,11 @@ from closedloop.drift.sidecar.window import ClosedWindow, OpenWindow
 if TYPE_CHECKING:
     import pyarrow as pa
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
+_READABLE_FORMATS = (1, 2)  # format 1: before the journal (replay nothing)
 CURRENT = "CURRENT"
 RUNNING = "RUNNING"
-LEDGER = "ledger.bin"
 OUTBOX = "outbox"
-_LEDGER_FORMAT = struct.Struct("<4sIQQ")  # magic, version, rows accepted, highest sequence
-_LEDGER_MAGIC = b"CLSL"
-
-
-@dataclass(frozen=True)
-class LedgerValues:
-    """The crash-proof counters.
-
-    Attributes:
-        rows_accepted: Rows accepted into windows since the state directory was created.
-        max_sequence: The highest window number opened.
-    """
-
-    rows_accepted: int
-    max_sequence: int
-
-
-class Ledger:
-    """Two counters in a 24-byte file, rewritten in place with ``pwrite``.
-
-    Args:
-        path: The ledger file (created if missing).
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-
-    def read(self) -> LedgerValues | None:
-        """Return the stored counters, or None for a new or unreadable file."""
-        raw = os.pread(self._fd, _LEDGER_FORMAT.size, 0)
-        if len(raw) != _LEDGER_FORMAT.size:
-            return None
-        magic, version, rows, sequence = _LEDGER_FORMAT.unpack(raw)
-        if magic != _LEDGER_MAGIC or version != 1:
-            return None
-        return LedgerValues(rows, sequence)
-
-    def write(self, values: LedgerValues) -> None:
-        """Store the counters (one syscall, no fsync: the page cache outlives the process)."""
-        os.pwrite(
-            self._fd,
-            _LEDGER_FORMAT.pack(_LEDGER_MAGIC, 1, values.rows_accepted, values.max_sequence),
-            0,
-        )
-
-    def close(self) -> None:
-        """Flush to disk and close the file."""
-        with contextlib.suppress(OSError):
-            os.fsync(self._fd)
-        os.close(self._fd)
 
 
 @dataclass(frozen=True)
@@ -110,12 +59,13 @@ class Checkpoint:
         model_name: The served model.
         model_version: The served version the windows were filled for.
         written_at: When the snapshot was taken.
-        rows_accepted: The ledger's row count at the snapshot.
+        rows_accepted: Rows accepted into windows since the state directory was created.
         open_window: The window being filled.
         pending: Closed windows not yet evaluated, oldest first.
         history: The last evaluated windows, oldest first.
         dedupe_keys: Remembered ``(source, id)`` keys, oldest first.
         feedback: Labelled rows not yet archived (possibly empty).
+        journal_segment: The first journal segment holding events after the snapshot.
     """
 
     model_name: str
@@ -127,10 +77,11 @@ class Checkpoint:
     history: tuple[WindowReport, ...]
     dedupe_keys: tuple[tuple[str, str], ...]
     feedback: pd.DataFrame
+    journal_segment: int = 0
 
 
 class StateDir:
-    """Checkpoints, the ledger, the running marker and the outbox in one directory.
+    """Checkpoints, the running marker and the outbox in one directory (and the journal).
 
     Args:
         path: The state directory (created if missing).
@@ -165,10 +116,6 @@ class StateDir:
     def mark_stopped(self) -> None:
         """Record a clean stop."""
         (self.path / RUNNING).unlink(missing_ok=True)
-
-    def ledger(self) -> Ledger:
-        """Open the ledger."""
-        return Ledger(self.path / LEDGER)
 
     # -- checkpoints ------------------------------------------------------------------
     def write_checkpoint(self, checkpoint: Checkpoint) -> Path:
@@ -214,6 +161,7 @@ class StateDir:
             "model_version": cp.model_version,
             "written_at": cp.written_at,
             "rows_accepted": cp.rows_accepted,
+            "journal_segment": cp.journal_segment,
             "open_window": {
                 "sequence": cp.open_window.sequence,
                 "opened_at": cp.open_window.opened_at,
@@ -250,7 +198,7 @@ class StateDir:
         directory = self.path / pointer.read_text().strip()
         try:
             meta = json.loads((directory / "meta.json").read_text())
-            if meta.get("format") != CHECKPOINT_FORMAT:
+            if meta.get("format") not in _READABLE_FORMATS:
                 raise CheckpointError(f"{directory} has checkpoint format {meta.get('format')!r}")
 
             def frame(name: str | None) -> pd.DataFrame:
@@ -292,6 +240,7 @@ class StateDir:
                 history=tuple(WindowReport.from_dict(w) for w in meta["history"]),
                 dedupe_keys=tuple((str(s), str(i)) for s, i in meta["dedupe_keys"]),
                 feedback=frame(meta["feedback_file"]),
+                journal_segment=int(meta.get("journal_segment", 0)),
             )
         except (OSError, ValueError, KeyError, TypeError, AlarmError) as exc:
             raise CheckpointError(

@@ -1,5 +1,11 @@
 """Detection windows (by count and by age) and the ``(source, id)`` dedupe memory.
 
+A window gathers rows as the row check leaves them
+(:class:`~closedloop.ml.rowplan.CheckedRows`: a float block and a few object arrays, no
+DataFrame per event) and builds its frame once, when the evaluator or a checkpoint first
+asks for it: never on the event path, never under the monitor's lock. Rows restored
+from a checkpoint come back as a frame and are kept as one.
+
 Neither class locks: the :class:`~closedloop.drift.sidecar.monitor.DriftMonitor` calls
 them under its own lock.
 """
@@ -7,15 +13,23 @@ them under its own lock.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
+import numpy as np
 import pandas as pd
 
 from closedloop.drift.sidecar.alarm import CloseReason
 from closedloop.drift.sidecar.join import LabelledRows
+from closedloop.ml.rowplan import CheckedRows
+
+Rows = CheckedRows | pd.DataFrame
+"""Checked rows of events, or a frame of them restored from a checkpoint."""
 
 MAX_LABELLED_ROWS = 100_000
+COALESCE_ROWS = 256
+"""Small chunks (events of fewer rows) are joined into one block once this many gather."""
 
 
 @dataclass(frozen=True)
@@ -27,7 +41,7 @@ class ClosedWindow:
         opened_at: When its first row arrived (Unix seconds).
         closed_at: When it closed.
         reason: ``size`` (it reached ``window_size`` rows) or ``age``.
-        frame: Its rows, coerced to the schema.
+        rows: Its rows as they were taken (one frame, or the chunks of its events).
         labels: Labelled predictions joined while it was open.
     """
 
@@ -35,8 +49,13 @@ class ClosedWindow:
     opened_at: float
     closed_at: float
     reason: CloseReason
-    frame: pd.DataFrame
+    rows: Rows | tuple[Rows, ...]
     labels: LabelledRows = field(default_factory=LabelledRows.empty)
+
+    @cached_property
+    def frame(self) -> pd.DataFrame:
+        """Its rows as one frame (built on first use, by whoever evaluates or saves it)."""
+        return rows_frame(self.rows if isinstance(self.rows, tuple) else (self.rows,))
 
 
 @dataclass(frozen=True)
@@ -46,14 +65,19 @@ class OpenWindow:
     Attributes:
         sequence: The number it will close with.
         opened_at: When its first row arrived, or None while empty.
-        frame: Its rows so far (possibly none).
+        rows: Its rows so far (possibly none): one frame, or the chunks of its events.
         labels: Labelled predictions joined so far.
     """
 
     sequence: int
     opened_at: float | None
-    frame: pd.DataFrame
+    rows: Rows | tuple[Rows, ...]
     labels: LabelledRows = field(default_factory=LabelledRows.empty)
+
+    @cached_property
+    def frame(self) -> pd.DataFrame:
+        """Its rows as one frame (built on first use, outside the monitor's lock)."""
+        return rows_frame(self.rows if isinstance(self.rows, tuple) else (self.rows,))
 
 
 class WindowBuffer:
@@ -88,7 +112,8 @@ class WindowBuffer:
         self.min_rows = min_rows
         self.max_labels = max_labels
         self._sequence = next_sequence
-        self._chunks: list[pd.DataFrame] = []
+        self._chunks: list[Rows] = []
+        self._recent: list[CheckedRows] = []  # small chunks not yet coalesced
         self._rows = 0
         self._opened_at: float | None = None
         self._labels: list[LabelledRows] = []
@@ -114,15 +139,16 @@ class WindowBuffer:
         """When the window being filled got its first row."""
         return self._opened_at
 
-    def add(self, frame: pd.DataFrame, now: float) -> list[ClosedWindow]:
+    def add(self, rows: Rows, now: float) -> list[ClosedWindow]:
         """Add checked rows; return the windows they filled (usually none)."""
         closed: list[ClosedWindow] = []
         start = 0
-        while start < len(frame):
+        total = row_count(rows)
+        while start < total:
             if self._opened_at is None:
                 self._opened_at = now
-            take = min(self.size - self._rows, len(frame) - start)
-            self._chunks.append(frame.iloc[start : start + take])
+            take = min(self.size - self._rows, total - start)
+            self._append(rows if take == total else take_rows(rows, np.arange(start, start + take)))
             self._rows += take
             start += take
             if self._rows >= self.size:
@@ -149,10 +175,31 @@ class WindowBuffer:
             return self._close(now, "age")
         return None
 
+    def _append(self, rows: Rows) -> None:
+        # One event's rows are a few small arrays: gather them into blocks as they come
+        # (a window of one-row events would otherwise be a hundred thousand objects).
+        if isinstance(rows, CheckedRows) and rows.n_rows < COALESCE_ROWS:
+            self._recent.append(rows)
+            if len(self._recent) >= COALESCE_ROWS:
+                self._chunks.append(concat_rows(self._recent))
+                self._recent = []
+            return
+        if self._recent:
+            self._chunks.append(concat_rows(self._recent))
+            self._recent = []
+        self._chunks.append(rows)
+
+    def close(self, now: float, reason: CloseReason) -> ClosedWindow | None:
+        """Close the window now, whatever its age, if it holds rows (a journaled close)."""
+        return self._close(now, reason) if self._rows else None
+
     def snapshot(self) -> OpenWindow:
-        """Return the open window's state (its rows concatenated)."""
+        """Return the open window's state (its frame is built when first asked for)."""
         return OpenWindow(
-            self._sequence, self._opened_at, self._frame(), LabelledRows.concat(self._labels)
+            self._sequence,
+            self._opened_at,
+            (*self._chunks, *self._recent),
+            LabelledRows.concat(self._labels),
         )
 
     def restore(self, window: OpenWindow) -> list[ClosedWindow]:
@@ -160,15 +207,11 @@ class WindowBuffer:
         self._sequence = max(self._sequence, window.sequence)
         self._labels, self._labelled = [], 0
         self.add_labels(window.labels)
-        if len(window.frame) == 0 or window.opened_at is None:
+        frame = window.frame
+        if len(frame) == 0 or window.opened_at is None:
             return []
         # The rows keep their age: the window opened when they first arrived.
-        return self.add(window.frame, window.opened_at)
-
-    def _frame(self) -> pd.DataFrame:
-        if not self._chunks:
-            return pd.DataFrame()
-        return pd.concat(self._chunks, ignore_index=True)
+        return self.add(frame, window.opened_at)
 
     def _close(self, now: float, reason: CloseReason) -> ClosedWindow:
         assert self._opened_at is not None
@@ -177,11 +220,11 @@ class WindowBuffer:
             self._opened_at,
             now,
             reason,
-            self._frame(),
+            (*self._chunks, *self._recent),
             LabelledRows.concat(self._labels),
         )
         self._sequence += 1
-        self._chunks = []
+        self._chunks, self._recent = [], []
         self._rows = 0
         self._opened_at = None
         self._labels, self._labelled = [], 0
@@ -222,3 +265,56 @@ class Deduper:
         """Remember several keys, in order."""
         for key in keys:
             self.add(key)
+
+
+def row_count(rows: Rows) -> int:
+    """How many rows *rows* holds."""
+    return rows.n_rows if isinstance(rows, CheckedRows) else len(rows)
+
+
+def take_rows(rows: Rows, index: np.ndarray) -> Rows:
+    """The rows at *index* (positions), in that order."""
+    if isinstance(rows, pd.DataFrame):
+        return rows.iloc[index]
+    return CheckedRows(
+        rows.schema,
+        rows.numeric_names,
+        rows.numeric[index],
+        {k: v[index] for k, v in rows.categorical.items()},
+        {k: v[index] for k, v in rows.datetime.items()},
+    )
+
+
+def concat_rows(parts: Sequence[CheckedRows]) -> CheckedRows:
+    """Checked rows of one schema, one after the other."""
+    if len(parts) == 1:
+        return parts[0]
+    first = parts[0]
+    return CheckedRows(
+        first.schema,
+        first.numeric_names,
+        np.concatenate([p.numeric for p in parts]),
+        {k: np.concatenate([p.categorical[k] for p in parts]) for k in first.categorical},
+        {k: np.concatenate([p.datetime[k] for p in parts]) for k in first.datetime},
+    )
+
+
+def rows_frame(chunks: Sequence[Rows]) -> pd.DataFrame:
+    """One frame of *chunks* (schema column order), built with one concatenation per run."""
+    frames: list[pd.DataFrame] = []
+    run: list[CheckedRows] = []
+    for chunk in chunks:
+        if isinstance(chunk, CheckedRows):
+            run.append(chunk)
+            continue
+        if run:
+            frames.append(concat_rows(run).frame)
+            run = []
+        frames.append(chunk)
+    if run:
+        frames.append(concat_rows(run).frame)
+    if not frames:
+        return pd.DataFrame()
+    if len(frames) == 1:
+        return frames[0].reset_index(drop=True)
+    return pd.concat(frames, ignore_index=True)
