@@ -363,6 +363,18 @@ BAD_REQUESTS: dict[str, tuple[Any, str]] = {
 }
 
 
+def test_extreme_numbers_are_bounded_by_the_schema_not_a_500(servers: Servers) -> None:
+    # Were a 500 ("Input X contains infinity") and a silent -1e308: now the value is
+    # clipped to the schema's range (amount [0, max], card_present [0, 1.5]).
+    names = list(NAMES)
+    extreme = [[*ROW[:6], 1e308, *ROW[7:]], [-1e308, *ROW[1:]]]
+    bounded = [[*ROW[:6], 1.5, *ROW[7:]], [0.0, *ROW[1:]]]
+    answer = post(servers.main.url + PREDICT, data(extreme, names))
+    assert answer.status_code == 200, answer.text
+    expected = post(servers.main.url + PREDICT, data(bounded, names))
+    np.testing.assert_array_equal(probabilities(answer), probabilities(expected))
+
+
 @pytest.mark.parametrize("case", list(BAD_REQUESTS), ids=list(BAD_REQUESTS))
 def test_bad_requests_are_400_with_a_message(servers: Servers, case: str) -> None:
     body, message = BAD_REQUESTS[case]
@@ -770,15 +782,3 @@ def test_stop_leaves_no_process(servers: Servers, s3_server: LocalS3) -> None:
     server.stop()
     assert processes_in(servers.main_dir) == []
     assert group_members(pid) == []
-
-
-def test_extreme_numbers_are_bounded_by_the_schema_not_a_500(servers: Servers) -> None:
-    # Were a 500 ("Input X contains infinity") and a silent -1e308: now the value is
-    # clipped to the schema's range (amount [0, max], card_present [0, 1.5]).
-    names = list(NAMES)
-    extreme = [[*ROW[:6], 1e308, *ROW[7:]], [-1e308, *ROW[1:]]]
-    bounded = [[*ROW[:6], 1.5, *ROW[7:]], [0.0, *ROW[1:]]]
-    answer = post(servers.main.url + PREDICT, data(extreme, names))
-    assert answer.status_code == 200, answer.text
-    expected = post(servers.main.url + PREDICT, data(bounded, names))
-    np.testing.assert_array_equal(probabilities(answer), probabilities(expected))

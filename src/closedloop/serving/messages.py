@@ -106,6 +106,26 @@ def check_meta(meta: Any, what: str = "meta") -> None:
             raise MessageError(f"{what}.{field} must be {wanted}, got a JSON {_kind(meta[field])}")
     if "puid" in meta and not isinstance(meta["puid"], str):
         raise MessageError(f"{what}.puid must be a string, got a JSON {_kind(meta['puid'])}")
+    if isinstance(meta.get("tags"), Mapping):
+        explain_flag(meta, what)
+
+
+_TRUE_FLAGS = (True, 1, "true", "True", "TRUE", "1", "yes")
+_FALSE_FLAGS = (False, 0, "false", "False", "FALSE", "0", "no", None)
+
+
+def explain_flag(meta: Any, what: str = "meta") -> bool:
+    """Read ``meta.tags.explain``: a JSON boolean, 0/1 or a true/false string.
+
+    Raises:
+        MessageError: Any other value.
+    """
+    value = ((meta or {}).get("tags") or {}).get("explain")
+    if value in _TRUE_FLAGS:
+        return True
+    if value in _FALSE_FLAGS:
+        return False
+    raise MessageError(f"{what}.tags.explain must be true or false, got {value!r}")
 
 
 def check_names(names: Any, what: str = "data.names") -> list[str] | None:

@@ -106,6 +106,7 @@ from closedloop.serving.messages import (
     check_feedback_message,
     check_prediction_message,
     check_size,
+    explain_flag,
     message_rows,
 )
 from closedloop.serving.metadata import start_metadata
@@ -129,9 +130,6 @@ MAX_EXPLAINED_ROWS = 100
 # Answers up to this many rows are built from Python lists (cheaper for a few rows).
 _LIST_ROWS = 64
 
-_TRUE_FLAGS = (True, 1, "true", "True", "TRUE", "1", "yes")
-_FALSE_FLAGS = (False, 0, "false", "False", "FALSE", "0", "no", None)
-
 
 def _text(value: Any) -> str:
     return "" if value is None else str(value).strip()
@@ -146,15 +144,6 @@ def _plain_lists(answer: dict[str, Any]) -> dict[str, Any]:
     if tensor is not None and isinstance(tensor["values"], np.ndarray):
         tensor["values"] = tensor["values"].tolist()
     return answer
-
-
-def _flag(value: Any) -> bool:
-    """Read ``meta.tags.explain``: a JSON boolean, 0/1 or a true/false string."""
-    if value in _TRUE_FLAGS:
-        return True
-    if value in _FALSE_FLAGS:
-        return False
-    raise MessageError(f"meta.tags.explain must be true or false, got {value!r}")
 
 
 class ClosedLoopModel:
@@ -351,7 +340,7 @@ class ClosedLoopModel:
         served = self._require_served()
         meta = body.get("meta") if isinstance(body, Mapping) else None
         try:
-            explain = _flag(((meta or {}).get("tags") or {}).get("explain"))
+            explain = explain_flag(meta)
             message = message_rows(body, max_rows=self.max_rows)
             checked = served.check_message(message)
             if explain and not served.explainable:
