@@ -71,9 +71,10 @@ e2e-kind: ## End to end on a local kind cluster (Docker): KFP, Seldon, images, o
 compile: install ## Regenerate component specs, component READMEs and pipeline YAML
 	env -u CLOSEDLOOP_COMPONENT_IMAGE $(VENV)/bin/closedloop compile
 
-bench: install ## Serving + batch benchmark with wrk (installed if missing): closedloop vs a bare-booster anchor, goals PASS/MISS
+bench: install ## Serving, batch and sidecar benchmarks with wrk (installed if missing), each against the bare Seldon wrapper; goals PASS/MISS
 	bash scripts/install-wrk.sh
 	$(VENV)/bin/python tests/benchmarks/bench_serving.py $(BENCH_ARGS)
+	$(VENV)/bin/python tests/benchmarks/bench_sidecar.py
 
 bench-training: install ## Training benchmark: kfp.local pipeline vs the same steps in one process (100k, 1M rows)
 	$(VENV)/bin/python tests/benchmarks/bench_training.py --rows 100000 1000000
