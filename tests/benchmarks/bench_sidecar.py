@@ -56,7 +56,10 @@ from bench_serving import (
     CELLS,
     HERE,
     PREDICT_PATH,
+    OutOfTime,
     WrkResult,
+    _raise_interrupt,
+    _raise_timeout,
     find_wrk,
     json_rows,
     parse_wrk,
@@ -331,18 +334,6 @@ def report(found: Found, args: argparse.Namespace, wrk: str) -> None:
         )
     for error in found.errors:
         print(f"\nerror: {error}")
-
-
-class OutOfTime(BaseException):
-    """Raised by SIGALRM after ``--timeout``."""
-
-
-def _raise_timeout(signum: int, frame: object) -> None:
-    raise OutOfTime("the benchmark ran past --timeout; everything it started was stopped")
-
-
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

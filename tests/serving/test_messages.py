@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from closedloop.serving.messages import (
@@ -14,7 +13,6 @@ from closedloop.serving.messages import (
     check_feedback_message,
     check_names,
     check_prediction_message,
-    records_frame,
 )
 
 ROW = [1.5, "a", None, True]
@@ -95,19 +93,6 @@ def test_feedback_checks_each_part() -> None:
     ]:
         with pytest.raises(MessageError, match=message.replace(".", r"\.")):
             check_feedback_message(body, max_rows=10)
-
-
-def test_records_frame_follows_the_schema_order() -> None:
-    frame = records_frame([{"b": 2, "a": 1}, {"a": 3, "b": None}], ["a", "b"])
-    assert list(frame.columns) == ["a", "b"]
-    pd.testing.assert_frame_equal(frame, pd.DataFrame({"a": [1, 3], "b": [2, None]}))
-    assert list(records_frame({"a": 1, "b": 2}, ["a", "b"]).iloc[0]) == [1, 2]
-    with pytest.raises(
-        MessageError, match=r"missing columns \['b'\] and unexpected columns \['c'\]"
-    ):
-        records_frame([{"a": 1, "c": 2}], ["a", "b"])
-    with pytest.raises(MessageError, match="array of records"):
-        records_frame([[1, 2]], ["a", "b"])
 
 
 def test_names_and_cells() -> None:

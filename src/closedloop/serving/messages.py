@@ -39,12 +39,11 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from closedloop.errors import ClosedLoopError
 
@@ -465,42 +464,6 @@ def check_feedback_message(body: Any, *, max_rows: int) -> None:
     reward = body.get("reward")
     if reward is not None and (isinstance(reward, bool) or not isinstance(reward, int | float)):
         raise MessageError(f"feedback.reward must be a number, got a JSON {_kind(reward)}")
-
-
-def records_frame(records: Any, expected: Sequence[str]) -> pd.DataFrame:
-    """Turn ``jsonData`` records into a frame whose columns follow *expected*.
-
-    Args:
-        records: One record or a list of records (already checked, or from gRPC).
-        expected: The schema's feature names, in order.
-
-    Returns:
-        A frame with exactly the expected columns, in order.
-
-    Raises:
-        MessageError: If the records are malformed or a record lacks a column or has one
-            the model does not take.
-    """
-    rows = [records] if isinstance(records, Mapping) else records
-    if not isinstance(rows, list) or not all(isinstance(r, Mapping) for r in rows):
-        raise MessageError(
-            "jsonData must be a record (an object) or an array of records {column: value}"
-        )
-    wanted = list(expected)
-    known = set(wanted)
-    for i, record in enumerate(rows):
-        missing = [name for name in wanted if name not in record]
-        extra = [name for name in record if name not in known]
-        if missing or extra:
-            problems = []
-            if missing:
-                problems.append(f"missing columns {missing[:_MAX_SHOWN]}")
-            if extra:
-                problems.append(f"unexpected columns {extra[:_MAX_SHOWN]}")
-            raise MessageError(f"jsonData[{i}]: {' and '.join(problems)}; the model takes {wanted}")
-        for key, value in record.items():
-            _check_scalar(value, f"jsonData[{i}].{key}")
-    return pd.DataFrame.from_records(rows, columns=wanted)
 
 
 def check_cells(array: np.ndarray, what: str = "data") -> None:
