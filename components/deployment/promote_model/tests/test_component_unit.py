@@ -56,8 +56,9 @@ def test_promotes_and_reports_the_previous_champion(
     assert (pointer.version, pointer.previous, pointer.reason) == ("v2", "v1", "better by +0.02")
     assert registry.resolve("fraud", "champion") == "v2"
     # Every move is kept for audit.
-    history = s3_store.list(f"{registry.root}/models/fraud/history")
-    assert [uri.rsplit("-", 1)[1] for uri in history] == ["v1.json", "v2.json"]
+    assert len(s3_store.list(f"{registry.root}/models/fraud/history")) == 2
+    moves = registry.champion_history("fraud")
+    assert [(m.version, m.previous) for m in moves] == [("v1", None), ("v2", "v1")]
 
 
 def test_an_unknown_version_is_refused(registry: Registry, tmp_path: Path) -> None:
