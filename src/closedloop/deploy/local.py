@@ -61,6 +61,7 @@ METRICS_PATH = "/prometheus"
 LOG_FILE = "server.log"
 REFUSED_REASON = "MODEL_REFUSED"
 _REPO = Path(__file__).resolve().parents[3]
+_STATUS_RETRY_SECONDS = 10.0
 _POLL_SECONDS = 0.25
 # The server is on loopback: a proxy from the environment must not be asked for it.
 _LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -413,6 +414,9 @@ class LocalSeldonServer:
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + self.ready_timeout
         last = "no answer yet"
+        # Each worker loads the version on its own and the port hands a request to any
+        # of them: ready means several answers in a row say so, not the first one.
+        wanted, in_a_row = 3 * self.workers, 0
         while time.monotonic() < deadline:
             assert self._proc is not None
             code = self._proc.poll()
@@ -423,7 +427,12 @@ class LocalSeldonServer:
                 )
             status, body = self._get("/health/status", timeout=2.0)
             if status == 200:
-                return
+                in_a_row += 1
+                if in_a_row >= wanted:
+                    return
+                time.sleep(0.05)
+                continue
+            in_a_row = 0
             info, reason = _seldon_status(body)
             if status == 503 and reason == REFUSED_REASON:
                 raise LocalServerError(f"the model server refused the model: {info}")
@@ -626,12 +635,24 @@ class LocalDeployer:
                 ready=False,
                 detail=f"the model server exited; see {server.log_file}",
             )
-        try:
-            health = server.health()
-        except LocalServerError as exc:
-            return DeploymentInfo(
-                self.backend, self._model_name, self._version, None, server.url, False, str(exc)
-            )
+        # A worker still loading answers 503 while another serves: ask again briefly.
+        deadline = time.monotonic() + _STATUS_RETRY_SECONDS
+        while True:
+            try:
+                health = server.health()
+                break
+            except LocalServerError as exc:
+                if time.monotonic() >= deadline or not server.running:
+                    return DeploymentInfo(
+                        self.backend,
+                        self._model_name,
+                        self._version,
+                        None,
+                        server.url,
+                        False,
+                        str(exc),
+                    )
+                time.sleep(_POLL_SECONDS)
         error = health.get("last_load_error")
         return DeploymentInfo(
             backend=self.backend,
