@@ -39,6 +39,7 @@ from .conftest import (
     register,
     serving_environment_or_skip,
 )
+from .test_model_server import NAMES, ROW
 
 CLI = (
     "import typer; from closedloop.cli.serve import register; "
@@ -47,17 +48,6 @@ CLI = (
 MAX_ROWS = 20
 MAX_REQUEST_BYTES = 256 * 1024  # above the 100,000-byte deep body
 PREDICT = "/api/v1.0/predictions"
-NAMES = [
-    "amount",
-    "channel",
-    "merchant_category",
-    "hour",
-    "country",
-    "account_age_days",
-    "card_present",
-    "transaction_time",
-]
-ROW = [12.5, "online", "grocery", 3, "US", 100, 0, "2026-01-02T03:04:05"]
 VALID = json.dumps({"data": {"names": NAMES, "ndarray": [ROW]}})
 
 

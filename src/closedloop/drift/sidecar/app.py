@@ -272,19 +272,11 @@ class SidecarServer:
         log_level: str = "info",
         graceful_seconds: int = 5,
     ) -> None:
-        import uvicorn
+        from closedloop.drift.sidecar.asgi import server
 
         self.sockets = [events_socket, ops_socket]
         app = build_ops_app(monitor, events_socket, max_body_bytes, graceful_seconds)
-        config = uvicorn.Config(
-            app,
-            log_level=log_level,
-            access_log=False,
-            lifespan="on",
-            timeout_graceful_shutdown=graceful_seconds,
-            server_header=False,
-        )
-        self._server = uvicorn.Server(config)
+        self._server = server(app, log_level, graceful_seconds)
 
     def run(self) -> None:
         """Serve until stopped (signals are handled when run on the main thread)."""

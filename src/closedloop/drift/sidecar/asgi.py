@@ -116,14 +116,10 @@ def health_endpoint(status: Callable[[], dict[str, object]]) -> Callable[[Reques
     return healthz
 
 
-def run(app: ASGIApp, sockets: list[socket.socket], log_level: str, graceful_seconds: int) -> None:
-    """Serve *app* on *sockets* until SIGTERM/SIGINT, then drain and shut down.
+def server(app: ASGIApp, log_level: str, graceful_seconds: int) -> Any:
+    """The uvicorn server every closedloop HTTP service runs.
 
-    Args:
-        app: The ASGI app (usually a :class:`PortDispatch`).
-        sockets: Bound sockets (see :func:`bind`).
-        log_level: uvicorn's log level.
-        graceful_seconds: Longest wait for in-flight requests after a signal.
+    No access log, no server header, lifespan events, a bounded drain after a signal.
     """
     import uvicorn
 
@@ -135,8 +131,20 @@ def run(app: ASGIApp, sockets: list[socket.socket], log_level: str, graceful_sec
         timeout_graceful_shutdown=graceful_seconds,
         server_header=False,
     )
+    return uvicorn.Server(config)
+
+
+def run(app: ASGIApp, sockets: list[socket.socket], log_level: str, graceful_seconds: int) -> None:
+    """Serve *app* on *sockets* until SIGTERM/SIGINT, then drain and shut down.
+
+    Args:
+        app: The ASGI app (usually a :class:`PortDispatch`).
+        sockets: Bound sockets (see :func:`bind`).
+        log_level: uvicorn's log level.
+        graceful_seconds: Longest wait for in-flight requests after a signal.
+    """
     try:
-        uvicorn.Server(config).run(sockets=sockets)
+        server(app, log_level, graceful_seconds).run(sockets=sockets)
     finally:
         for sock in sockets:
             with contextlib.suppress(OSError):
